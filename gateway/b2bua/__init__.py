@@ -1,0 +1,1 @@
+"""Calls: two SIP dialogs and one media session per call, routing, topology hiding."""

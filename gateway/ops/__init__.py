@@ -1,0 +1,1 @@
+"""Operations: logging, keys, metrics, health, CDRs."""

@@ -1,0 +1,1 @@
+"""Per-trunk security policy and the signalling firewall."""
