@@ -170,7 +170,7 @@ class Listener:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Requests whose Request-URI user starts with ``prefix`` (and/or has ``domain``) go to ``to``."""
+    """Requests whose R-URI user starts with ``prefix`` (and/or has ``domain``) go to ``to``."""
 
     to: str
     prefix: str | None = None

@@ -109,7 +109,7 @@ class StructLogger:
     def name(self) -> str:
         return self._logger.name
 
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - mirrors logging.Logger
+    def isEnabledFor(self, level: int) -> bool:
         return self._logger.isEnabledFor(level)
 
     def _log(self, level: int, event: str, fields: dict[str, Any]) -> None:
