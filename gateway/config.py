@@ -126,6 +126,7 @@ class AdminSection:
     enabled: bool = True
     listen: HostPort = HostPort("127.0.0.1", 9060)
     cert_warning_days: int = 14
+    drain_timeout: float = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -508,6 +509,7 @@ def _admin(r: _Reader) -> AdminSection:
         enabled=r.get("enabled", bool, d.enabled),
         listen=_hostport_field(r, "listen", d.listen, None),
         cert_warning_days=r.number("cert_warning_days", d.cert_warning_days, 0, 3650, True),
+        drain_timeout=r.number("drain_timeout", d.drain_timeout, 0, 86400),
     )
     r.finish()
     return out
