@@ -753,8 +753,8 @@ def _readable(file: str, key: str, path: Path) -> None:
 def load_config(path: str | os.PathLike[str], *, check_files: bool = True) -> Config:
     """Read and validate a config file; raise ConfigError naming file, key and reason.
 
-    Relative paths inside the file are taken relative to the working directory the gateway is
-    started in when the config lives under it, else relative to the config file's directory.
+    Relative paths inside the file (keys, logs, CDRs) are relative to the file's own directory,
+    so a config means the same thing whatever directory the gateway is started from.
     """
     p = Path(path)
     file = str(p)
@@ -768,16 +768,7 @@ def load_config(path: str | os.PathLike[str], *, check_files: bool = True) -> Co
         raise ConfigError(file, "<file>", f"not UTF-8: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "<file>", f"TOML syntax error: {exc}") from None
-    return config_from_dict(raw, file=file, base=_base_dir(p), check_files=check_files)
-
-
-def _base_dir(p: Path) -> Path:
-    cwd = Path.cwd()
-    try:
-        p.resolve().relative_to(cwd)
-        return cwd
-    except ValueError:
-        return p.resolve().parent
+    return config_from_dict(raw, file=file, base=p.resolve().parent, check_files=check_files)
 
 
 def config_from_dict(raw: dict[str, Any], *, file: str = "<config>", base: Path | None = None,

@@ -29,7 +29,7 @@ KEY_FILES = ("ca.key", "gateway.key", "peer.key", "dtls.key")
 CERT_FILES = ("ca.crt", "gateway.crt", "peer.crt", "dtls.crt")
 
 
-class KeysExist(Exception):
+class KeysExist(FileExistsError):
     """Key files are already there and ``force`` was not given."""
 
 

@@ -1,0 +1,186 @@
+"""The ``srtpgw`` command line.
+
+Each subcommand is a thin front over a function in the package, so that tests and the demo call the
+same code paths an operator does. Errors are one line on stderr and a non-zero exit, never a
+traceback: exit 2 for a bad config or bad usage, 1 for a runtime failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from gateway import __version__
+from gateway.config import Config, ConfigError, HostPort, load_config, parse_hostport
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _load(path: str) -> Config:
+    cfg = load_config(path)
+    for warning in cfg.warnings:
+        print(f"srtpgw: warning: {path}: {warning}", file=sys.stderr)
+    return cfg
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.app import run
+    from gateway.ops.log import setup_logging
+
+    cfg = _load(args.config)
+    level = args.log_level or cfg.logging.level
+    setup_logging(level, cfg.logging.format, cfg.logging.file)
+    return run(cfg)
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.file or args.config)
+    print(f"{cfg.path}: OK ({len(cfg.listeners)} listeners, {len(cfg.trunks)} trunks)")
+    return EXIT_OK
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    from gateway.ops.keys import init_keys, show_keys
+
+    keys = init_keys(args.dir, domain=args.domain, force=args.force)
+    print(f"dev keys written to {keys.dir}/ (private keys mode 0600)")
+    print(show_keys(keys.dir))
+    return EXIT_OK
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    from gateway.ops.keys import show_keys
+
+    if not Path(args.dir).is_dir():
+        print(f"srtpgw: {args.dir}: no such directory (run `srtpgw keys init`)", file=sys.stderr)
+        return EXIT_FAILURE
+    print(show_keys(args.dir))
+    return EXIT_OK
+
+
+def cmd_keys_rotate_dtls(args: argparse.Namespace) -> int:
+    from gateway.ops.keys import rotate_dtls, show_keys
+
+    keys = rotate_dtls(args.dir, domain=args.domain)
+    print("new DTLS certificate written; running gateways pick it up on reload")
+    print(show_keys(keys.dir))
+    return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from gateway.policy.audit import run_audit
+
+    report, code = run_audit(_load(args.config))
+    print(report)
+    return code
+
+
+def _admin_address(args: argparse.Namespace) -> HostPort:
+    if args.admin:
+        return parse_hostport(args.admin)
+    return load_config(args.config, check_files=False).admin.listen
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from gateway.ops.status import main as status_main
+
+    return status_main(_admin_address(args))
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    from gateway.ops.status import main_reload
+
+    return main_reload(_admin_address(args))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.ops.demo import main as demo_main
+
+    return demo_main(Path(args.workdir) if args.workdir else None)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="srtpgw",
+        description="SIP/RTP encryption gateway: plain SIP/RTP on the legacy side, "
+                    "SIP over TLS and SRTP on the secure side.",
+    )
+    p.add_argument("--version", action="version", version=f"srtpgw {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str
+            ) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(func=func)
+        return sp
+
+    run = add("run", cmd_run, "start the gateway in the foreground (Ctrl-C or SIGTERM stops it)")
+    run.add_argument("-c", "--config", required=True, help="TOML config file")
+    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                     help="override [logging] level")
+
+    chk = add("check-config", cmd_check_config, "validate a config file without starting")
+    chk.add_argument("file", nargs="?", help="TOML config file")
+    chk.add_argument("-c", "--config", help="TOML config file (same as the positional)")
+
+    keys = add("keys", lambda a: (keys.print_help(), EXIT_USAGE)[1],
+               "make or inspect dev key material")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
+    for name, func, help_ in (
+        ("init", cmd_keys_init, "create a dev CA, gateway, peer and DTLS certificates"),
+        ("show", cmd_keys_show, "print subjects, SANs, expiry and fingerprints"),
+        ("rotate-dtls", cmd_keys_rotate_dtls, "replace the persistent DTLS certificate"),
+    ):
+        kp = ksub.add_parser(name, help=help_, description=help_)
+        kp.set_defaults(func=func)
+        kp.add_argument("--dir", default="keys", help="key directory (default: keys)")
+        if name != "show":
+            kp.add_argument("--domain", default="gateway.srtpgw.test",
+                            help="the gateway's SIP domain (certificate names)")
+        if name == "init":
+            kp.add_argument("--force", action="store_true", help="replace existing files")
+
+    aud = add("audit", cmd_audit, "check a config against good interconnect practice")
+    aud.add_argument("-c", "--config", required=True, help="TOML config file")
+
+    for name, func, help_ in (
+        ("status", cmd_status, "show active calls and key counters of a running gateway"),
+        ("reload", cmd_reload, "make a running gateway re-read its config and certificates"),
+    ):
+        sp = add(name, func, help_)
+        group = sp.add_mutually_exclusive_group(required=True)
+        group.add_argument("-c", "--config", help="config file (its [admin] listen address)")
+        group.add_argument("--admin", help="admin address host:port")
+
+    demo = add("demo", cmd_demo, "run a loopback call legacy UA <-> gateway <-> secure UA")
+    demo.add_argument("--workdir", help="directory for keys, config and logs (default: temp)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    if args.command == "check-config" and not (args.file or args.config):
+        parser.error("check-config needs a config file")
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"srtpgw: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, OSError) as exc:
+        name = type(exc).__name__
+        print(f"srtpgw: {args.command}: {name}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
