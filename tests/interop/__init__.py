@@ -1,0 +1,1 @@
+"""Interop tests: real third-party peers (baresip, SIPp, Kamailio, tshark) against srtpgw."""

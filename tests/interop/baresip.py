@@ -1,0 +1,101 @@
+"""baresip 1.0 as a scripted softphone: plays a tone file, records what it hears.
+
+The config comes from ``peers/baresip.config.in``. The TLS listener of baresip is its
+``sip_listen`` port + 1, and ``sip_certificate`` (cert and key in one PEM) is both its TLS server
+certificate and the client certificate it presents.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+from tests.interop.procs import Proc, Procs, free_port, wait_log
+from tests.interop.tone import write_tone
+
+TEMPLATE = Path(__file__).with_name("peers") / "baresip.config.in"
+TONE_SECONDS = 30.0
+
+
+@dataclass
+class Softphone:
+    """One baresip instance: ``user@address``, UDP/TCP on ``port``, TLS on ``port + 1``."""
+
+    name: str
+    workdir: Path
+    address: str
+    tone_hz: float
+    mediaenc: str | None = None  # None (plain RTP), "srtp-mand" (SDES) or "dtls_srtp"
+    certificate: Path | None = None  # PEM with cert chain and key (TLS server + client)
+    ca_file: Path | None = None
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        self.dir = self.workdir / self.name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not self.port:
+            self.port = free_port(self.address, span=2)
+        self.tone = write_tone(self.dir / "tone.wav", self.tone_hz, TONE_SECONDS)
+        self.proc: Proc | None = None
+
+    @property
+    def tls_port(self) -> int:
+        return self.port + 1
+
+    def uri(self, transport: str = "udp") -> str:
+        if transport == "tls":
+            return f"sip:{self.name}@{self.address}:{self.tls_port};transport=tls"
+        return f"sip:{self.name}@{self.address}:{self.port}"
+
+    def write_config(self) -> None:
+        empty = self.dir / "none.pem"
+        empty.touch()
+        text = Template(TEMPLATE.read_text()).substitute(
+            address=self.address, port=self.port, tone=self.tone, record_dir=self.dir,
+            certificate=self.certificate or empty, ca_file=self.ca_file or empty)
+        if self.certificate is None:
+            text = "\n".join(ln for ln in text.splitlines()
+                             if not ln.startswith(("sip_certificate", "sip_cafile")))
+        (self.dir / "config").write_text(text + "\n")
+        params = ["regint=0", "answermode=auto", "audio_codecs=PCMU"]
+        if self.mediaenc:
+            params.append(f"mediaenc={self.mediaenc}")
+        (self.dir / "accounts").write_text(
+            f"<sip:{self.name}@{self.address}>;{';'.join(params)}\n")
+
+    def start(self, procs: Procs, seconds: float, dial: str | None = None) -> Proc:
+        """Run for ``seconds`` (baresip quits itself), dialling ``dial`` once ready."""
+        self.write_config()
+        argv = ["baresip", "-f", str(self.dir), "-s", "-t", str(int(seconds))]
+        if dial:
+            argv += ["-e", f"/dial {dial}"]
+        self.proc = procs.start(f"baresip-{self.name}", argv, cwd=self.dir)
+        wait_log(self.proc, "baresip is ready", 10)
+        return self.proc
+
+    def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def recording(self) -> Path:
+        """The decoded audio this phone received (sndfile's ``*-dec.wav``)."""
+        found = sorted(self.dir.glob("dump-*-dec.wav"))
+        if not found:
+            raise AssertionError(f"{self.name} recorded nothing (no call audio):\n"
+                                 f"{self.proc.tail() if self.proc else ''}")
+        return found[-1]
+
+    def log(self) -> str:
+        return self.proc.output() if self.proc else ""
+
+    def established(self) -> bool:
+        return "Call established" in self.log()
+
+
+def wait_all(phones: list[Softphone], timeout: float) -> None:
+    """Wait for every phone to quit by itself (they run with ``-t``)."""
+    deadline = time.monotonic() + timeout
+    for phone in phones:
+        phone.wait(max(0.1, deadline - time.monotonic()))
