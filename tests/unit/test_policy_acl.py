@@ -1,0 +1,90 @@
+"""Admission: source networks, TLS identity (RFC 5922) and pinned fingerprints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from gateway.ops.keys import init_keys
+from gateway.policy.acl import (
+    Acl,
+    CertificateError,
+    Source,
+    cert_fingerprint,
+    cert_identities,
+    identity_matches,
+)
+from tests.security.policy_configs import make_config
+
+
+def udp(ip: str) -> Source:
+    return Source("legacy", "udp", ip, 5070)
+
+
+def tls(ip: str, *ids: str, fp: str | None = None) -> Source:
+    return Source("secure", "tls", ip, 40000, tuple(ids), fp)
+
+
+def test_networks_v4_v6_and_mapped() -> None:
+    acl = Acl(make_config())
+    assert acl.classify(udp("127.0.0.1")).name == "pbx"
+    assert acl.classify(udp("10.1.200.3")).name == "pbx"
+    assert acl.classify(udp("fd12::1")).name == "pbx"
+    assert acl.classify(udp("::ffff:10.1.0.9")).name == "pbx"
+    assert acl.classify(udp("10.2.0.1")) is None
+    assert acl.classify(udp("127.0.0.2")) is None
+    assert acl.classify(udp("not-an-ip")) is None
+    assert acl.why_not(udp("10.2.0.1")) == "source-not-allowed"
+
+
+def test_listener_matters() -> None:
+    acl = Acl(make_config())
+    assert acl.classify(Source("secure", "tls", "10.1.0.1", 1, ("sip:carrier.example.test",))) \
+        is None
+    assert not acl.network_allows("nope", "127.0.0.1")
+    assert acl.network_allows("legacy", "10.1.0.1")
+
+
+def test_peer_address_when_no_networks() -> None:
+    acl = Acl(make_config(trunk0={"allowed_sources": [], "peer": "192.0.2.7:5060"}))
+    assert acl.classify(udp("192.0.2.7")).name == "pbx"
+    assert acl.classify(udp("192.0.2.8")) is None
+
+
+def test_tls_identity() -> None:
+    acl = Acl(make_config())
+    assert acl.classify(tls("127.0.0.5", "sip:carrier.example.test")).name == "carrier"
+    assert acl.classify(tls("127.0.0.5", "CARRIER.example.test.")).name == "carrier"
+    assert acl.classify(tls("127.0.0.5", "sip:other.example.test")) is None
+    assert acl.why_not(tls("127.0.0.5", "sip:other.example.test")) == "identity-mismatch"
+    assert acl.classify(tls("127.0.0.5")) is None
+    assert acl.why_not(tls("127.0.0.5")) == "no-client-certificate"
+
+
+def test_wildcards_never_match() -> None:
+    assert not identity_matches(("*.example.test",), ("*.example.test",))
+    assert identity_matches(("sips:a.example.test",), ("a.example.test",))
+
+
+def test_fingerprint_pinning() -> None:
+    fp = "AB:" * 31 + "CD"
+    acl = Acl(make_config(trunk1={"tls_fingerprints": [f"sha-256 {fp}"]}))
+    good = fp.replace(":", "").lower()
+    assert acl.classify(tls("127.0.0.1", "sip:carrier.example.test", fp=good)).name == "carrier"
+    assert acl.classify(tls("127.0.0.1", "sip:carrier.example.test", fp="00" * 32)) is None
+    assert acl.classify(tls("127.0.0.1", "sip:carrier.example.test")) is None
+    assert acl.why_not(tls("127.0.0.1", "sip:carrier.example.test")) == "fingerprint-mismatch"
+
+
+def test_cert_identities_from_real_cert(tmp_path: Path) -> None:
+    init_keys(tmp_path)
+    cert = x509.load_pem_x509_certificate((tmp_path / "peer.crt").read_bytes())
+    der = cert.public_bytes(Encoding.DER)
+    ids = cert_identities(der)
+    assert "sip:peer.srtpgw.test" in ids and "peer.srtpgw.test" in ids
+    assert len(cert_fingerprint(der)) == 64
+    with pytest.raises(CertificateError):
+        cert_identities(b"\x30\x03garbage")

@@ -1,0 +1,95 @@
+"""srtpgw audit: each rule's PASS/WARN/FAIL and the exit code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from gateway.policy.audit import audit, run_audit
+from tests.security.policy_configs import make_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def outcomes(cfg) -> dict[str, str]:
+    return {f.rule: f"{f.outcome} {f.level}" for f in audit(cfg)}
+
+
+def test_good_config_passes() -> None:
+    report, code = run_audit(make_config())
+    assert code == 0, report
+    got = outcomes(make_config())
+    assert got["listener.secure.tls_client_auth"] == "PASS MUST"
+    assert got["trunk.carrier.media"] == "PASS MUST"
+    assert got["tls.ciphers"] == "PASS SHOULD"
+    assert got["firewall.pike"] == "PASS SHOULD"
+    assert got["gateway.user_agent"] == "PASS SHOULD"
+    assert "[FAIL]" not in report
+
+
+def test_optional_client_auth_fails_must() -> None:
+    raw_listeners = [
+        {"name": "legacy", "transport": "udp", "address": "127.0.0.1", "port": 5060},
+        {"name": "secure", "transport": "tls", "address": "127.0.0.1", "port": 5061,
+         "tls_client_auth": "optional"},
+    ]
+    report, code = run_audit(make_config(listener=raw_listeners))
+    assert code == 1
+    assert "[FAIL] MUST   listener.secure.tls_client_auth" in report
+
+
+def test_sdes_over_udp_fails_must() -> None:
+    cfg = make_config(trunk0={"media": "srtp", "allow_sdes_over_insecure": True})
+    assert outcomes(cfg)["trunk.pbx.media"] == "FAIL MUST"
+    assert run_audit(cfg)[1] == 1
+
+
+def test_warnings_do_not_fail() -> None:
+    cfg = make_config(
+        gateway={"user_agent": "srtpgw/0.1"}, firewall={"pike": {"enabled": False},
+                                                        "unknown_source": "403"},
+        tls={"ciphers": "ECDHE+AESGCM:AES256-SHA"},
+        trunk0={"allowed_sources": [], "pass_headers": ["Allow", "Server"]},
+        trunk1={"suites": ["AES_CM_128_HMAC_SHA1_32"], "tls_identity": []})
+    got = outcomes(cfg)
+    for rule in ("gateway.user_agent", "firewall.pike", "firewall.unknown_source", "tls.ciphers",
+                 "trunk.pbx.allowed_sources", "trunk.pbx.pass_headers", "trunk.carrier.suites",
+                 "trunk.carrier.tls_identity"):
+        assert got[rule] == "WARN SHOULD", rule
+    assert run_audit(cfg)[1] == 0
+
+
+def test_open_acl_fails() -> None:
+    cfg = make_config(trunk0={"allowed_sources": ["0.0.0.0/0"]})
+    assert outcomes(cfg)["trunk.pbx.allowed_sources"] == "FAIL MUST"
+
+
+def test_cli_exit_code(tmp_path: Path) -> None:
+    toml = tmp_path / "gw.toml"
+    toml.write_text("""
+[[listener]]
+name = "s"
+transport = "tls"
+address = "127.0.0.1"
+port = 5061
+tls_client_auth = "off"
+
+[[trunk]]
+name = "carrier"
+side = "secure"
+listener = "s"
+transport = "tls"
+peer = "127.0.0.1"
+media = "srtp"
+""")
+    from gateway.ops.keys import init_keys
+    init_keys(tmp_path / "keys")
+    toml.write_text(toml.read_text().replace(
+        "[[listener]]", f'[tls]\ncertificate = "{tmp_path}/keys/gateway.crt"\n'
+        f'private_key = "{tmp_path}/keys/gateway.key"\nca_file = "{tmp_path}/keys/ca.crt"\n\n'
+        "[[listener]]", 1))
+    r = subprocess.run([sys.executable, "-m", "gateway.cli", "audit", "-c", str(toml)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "[FAIL] MUST   listener.s.tls_client_auth" in r.stdout
