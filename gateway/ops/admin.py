@@ -1,0 +1,219 @@
+"""The admin HTTP endpoint: /metrics, /healthz, /readyz, /status, POST /reload.
+
+Deliberately tiny and strict HTTP/1.1: one request per connection, a bounded request head, a
+bounded time to send it, no request bodies beyond a few bytes, a cap on concurrent connections.
+It serves operators and probes on a loopback or management address, never the SIP edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import re
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.config import HostPort
+from gateway.ops.health import Verdict
+from gateway.ops.log import get_logger
+from gateway.ops.metrics import CONTENT_TYPE
+
+log = get_logger("admin")
+
+MAX_HEAD = 8192
+MAX_BODY = 1024
+REQUEST_TIMEOUT = 5.0
+MAX_CONNECTIONS = 32
+
+_REQUEST_LINE = re.compile(rb"^([A-Z]{1,16}) (/[\x21-\x7e]{0,1023}) HTTP/1\.[01]$")
+_HEADER = re.compile(rb"^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\x20-\x7e\t]*?)[ \t]*$")
+
+_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
+            405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
+            411: "Length Required",
+            413: "Content Too Large", 431: "Request Header Fields Too Large",
+            500: "Internal Server Error", 503: "Service Unavailable"}
+
+
+class AdminBackend(Protocol):
+    """What the admin endpoint asks of the running gateway."""
+
+    def metrics(self) -> bytes: ...
+    def liveness(self) -> Verdict: ...
+    def readiness(self) -> Verdict: ...
+    def status(self) -> dict[str, Any]: ...
+    def reload(self) -> Awaitable[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    extra: tuple[tuple[str, str], ...] = ()
+
+    def encode(self) -> bytes:
+        head = [f"HTTP/1.1 {self.status} {_REASONS.get(self.status, 'Unknown')}",
+                f"Content-Type: {self.content_type}", f"Content-Length: {len(self.body)}",
+                "Cache-Control: no-store", "Connection: close"]
+        head.extend(f"{k}: {v}" for k, v in self.extra)
+        return ("\r\n".join(head) + "\r\n\r\n").encode("ascii") + self.body
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, reason: str, extra: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.extra = extra
+
+
+def _json(status: int, doc: Any) -> Response:
+    return Response(status, (json.dumps(doc, indent=1, default=str) + "\n").encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    content_length: int
+
+
+def parse_head(head: bytes) -> Request:
+    """Parse a request head (without the final blank line); HttpError on anything odd."""
+    lines = head.split(b"\r\n")
+    m = _REQUEST_LINE.match(lines[0])
+    if not m:
+        raise HttpError(400, "malformed request line")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        h = _HEADER.match(line)
+        if not h:
+            raise HttpError(400, "malformed header line")
+        name = h.group(1).decode("ascii").lower()
+        if name in headers and name in ("content-length", "host", "transfer-encoding"):
+            raise HttpError(400, f"duplicate {name}")
+        headers[name] = h.group(2).decode("ascii")
+    if "transfer-encoding" in headers:
+        raise HttpError(411, "chunked bodies are not accepted")
+    length_text = headers.get("content-length", "0")
+    if not length_text.isdigit() or len(length_text) > 6:
+        raise HttpError(400, "bad Content-Length")
+    length = int(length_text)
+    if length > MAX_BODY:
+        raise HttpError(413, f"body over {MAX_BODY} bytes")
+    path = m.group(2).decode("ascii").split("?", 1)[0]
+    return Request(m.group(1).decode("ascii"), path, headers, length)
+
+
+_ROUTES = {"/metrics": "GET", "/healthz": "GET", "/readyz": "GET", "/status": "GET",
+           "/reload": "POST"}
+
+
+class AdminServer:
+    """asyncio server in front of an ``AdminBackend``."""
+
+    def __init__(self, backend: AdminBackend, listen: HostPort) -> None:
+        self.backend = backend
+        self.listen = listen
+        self._server: asyncio.Server | None = None
+        self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        self._reload_lock = asyncio.Lock()
+
+    @property
+    def address(self) -> HostPort:
+        if self._server is None:
+            raise RuntimeError("admin server not started")
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return HostPort(host, port)
+
+    @property
+    def bound(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
+    async def start(self) -> None:
+        if not ipaddress.ip_address(self.listen.host).is_loopback:
+            log.warning("admin.non_loopback", listen=str(self.listen),
+                        note="restrict access to this address with a firewall")
+        self._server = await asyncio.start_server(self._serve, self.listen.host, self.listen.port,
+                                                  limit=MAX_HEAD, reuse_address=True)
+        log.info("admin.listening", listen=str(self.address))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._slots.locked():
+            await self._write(writer, _json(503, {"error": "too many admin connections"}))
+            return
+        async with self._slots:
+            try:
+                response = await asyncio.wait_for(self._read_and_route(reader), REQUEST_TIMEOUT)
+            except TimeoutError:
+                response = _json(408, {"error": "request not received in time"})
+            except HttpError as exc:
+                response = _json(exc.status, {"error": exc.reason})
+                response = Response(response.status, response.body, extra=exc.extra)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                writer.close()
+                return
+            await self._write(writer, response)
+
+    async def _write(self, writer: asyncio.StreamWriter, response: Response) -> None:
+        with contextlib.suppress(ConnectionError):
+            writer.write(response.encode())
+            await writer.drain()
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+    async def _read_and_route(self, reader: asyncio.StreamReader) -> Response:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.LimitOverrunError:
+            raise HttpError(431, f"request head over {MAX_HEAD} bytes") from None
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial:
+                raise
+            raise HttpError(400, "incomplete request head") from None
+        request = parse_head(head[:-4])
+        if request.content_length:
+            await reader.readexactly(request.content_length)
+        return await self._route(request)
+
+    async def _route(self, request: Request) -> Response:
+        method = _ROUTES.get(request.path)
+        if method is None:
+            raise HttpError(404, f"no such endpoint {request.path}")
+        if request.method != method:
+            raise HttpError(405, f"use {method}", (("Allow", method),))
+        try:
+            return await self._dispatch(request)
+        except HttpError:
+            raise
+        except Exception as exc:  # the endpoint must answer, and must not die with the backend
+            log.error("admin.handler_failed", path=request.path, error=repr(exc))
+            return _json(500, {"error": type(exc).__name__})
+
+    async def _dispatch(self, request: Request) -> Response:
+        b = self.backend
+        if request.path == "/metrics":
+            return Response(200, b.metrics(), CONTENT_TYPE)
+        if request.path in ("/healthz", "/readyz"):
+            verdict = b.liveness() if request.path == "/healthz" else b.readiness()
+            return _json(200 if verdict.ok else 503, verdict.as_dict())
+        if request.path == "/status":
+            return _json(200, b.status())
+        # A browser page could POST here cross-site; browsers always send Origin then.
+        if "origin" in request.headers:
+            raise HttpError(403, "cross-origin reload refused")
+        async with self._reload_lock:
+            result = await b.reload()
+        return _json(200 if result.get("ok") else 409, result)
