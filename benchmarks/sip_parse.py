@@ -1,0 +1,65 @@
+"""Parse + serialize a typical INVITE with SDP: messages per second on one core.
+
+Usage: python benchmarks/sip_parse.py [--seconds 3] [--json]
+Prints a table, then one JSON line (goal: >= 20,000 messages/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from gateway.sip.message import parse_message
+
+SDP = (b"v=0\r\no=alice 2890844526 2890844526 IN IP4 192.0.2.10\r\ns=-\r\n"
+       b"c=IN IP4 192.0.2.10\r\nt=0 0\r\nm=audio 49170 RTP/SAVP 0 8 101\r\n"
+       b"a=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+       b"a=fmtp:101 0-16\r\na=ptime:20\r\na=sendrecv\r\n"
+       b"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n")
+INVITE = (
+    b"INVITE sip:+15551234567@gateway.srtpgw.test:5061;transport=tls SIP/2.0\r\n"
+    b"Via: SIP/2.0/TLS 192.0.2.10:5061;branch=z9hG4bK74bf9a1c2d;rport\r\n"
+    b"Via: SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bK4a1c2d;received=10.0.0.5\r\n"
+    b"Max-Forwards: 69\r\n"
+    b"From: \"Alice\" <sip:+15557654321@pbx.example.com>;tag=9fxced76sl\r\n"
+    b"To: <sip:+15551234567@gateway.srtpgw.test>\r\n"
+    b"Call-ID: 3848276298220188511@pbx.example.com\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Contact: <sip:alice@192.0.2.10:5061;transport=tls>\r\n"
+    b"Record-Route: <sip:192.0.2.1;lr>\r\n"
+    b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, PRACK\r\n"
+    b"Supported: timer, 100rel\r\n"
+    b"User-Agent: PBX/1.0\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length: " + str(len(SDP)).encode() + b"\r\n\r\n" + SDP)
+
+
+def run(seconds: float) -> dict[str, float]:
+    n = 0
+    start = time.perf_counter()
+    cpu0 = time.process_time()
+    deadline = start + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(500):
+            parse_message(INVITE).to_bytes()
+        n += 500
+    wall = time.perf_counter() - start
+    cpu = time.process_time() - cpu0
+    return {"messages": n, "seconds": round(wall, 3), "msgs_per_s": round(n / wall),
+            "us_per_msg": round(cpu / n * 1e6, 2), "message_bytes": len(INVITE)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    args = ap.parse_args()
+    result = run(min(args.seconds, 30.0))
+    print(f"{'benchmark':<28}{'msgs/s':>10}{'us/msg':>10}{'bytes':>8}")
+    print(f"{'parse+serialize INVITE+SDP':<28}{result['msgs_per_s']:>10}"
+          f"{result['us_per_msg']:>10}{result['message_bytes']:>8}")
+    print(json.dumps({"benchmark": "sip_parse", "goal_msgs_per_s": 20000, **result}))
+
+
+if __name__ == "__main__":
+    main()
