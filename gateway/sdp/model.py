@@ -12,6 +12,7 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from gateway.ops.log import redact_text
 from gateway.sdp import grammar
 from gateway.sdp.errors import bad
 
@@ -63,7 +64,7 @@ class Connection:
         return f"{self.nettype} {self.addrtype} {self.address}{self.suffix}"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class Attribute:
     """``a=name[:value]``; ``value`` is None for a property attribute such as ``a=rtcp-mux``."""
 
@@ -72,6 +73,9 @@ class Attribute:
 
     def __str__(self) -> str:
         return self.name if self.value is None else f"{self.name}:{self.value}"
+
+    def __repr__(self) -> str:
+        return f"Attribute({redact_text(str(self))!r})"
 
 
 class _Attributes:
@@ -114,7 +118,7 @@ class _Attributes:
             self.add(direction)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class Media(_Attributes):
     """One ``m=`` section. ``port == 0`` marks a rejected or disabled stream (RFC 3264 §6)."""
 
@@ -178,12 +182,15 @@ class Media(_Attributes):
                 out[m.group(1)] = m.group(2)
         return out
 
+    def __repr__(self) -> str:
+        return f"Media({self.mline()!r}, {len(self.attributes)} attributes)"
+
     def mline(self) -> str:
         port = f"{self.port}/{self.port_count}" if self.port_count is not None else str(self.port)
         return " ".join([self.kind, port, self.proto, *self.formats])
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class SessionDescription(_Attributes):
     """A whole SDP body. ``lines`` holds session-level i/u/e/p/b/t/r/z/k... lines verbatim."""
 
@@ -206,6 +213,10 @@ class SessionDescription(_Attributes):
         if conn is not None and conn.is_hold and direction == "sendrecv":
             return "sendonly"
         return direction
+
+    def __repr__(self) -> str:
+        return (f"SessionDescription(o={str(self.origin)!r}, "
+                f"media={[m.mline() for m in self.media]!r})")
 
     def __iter__(self) -> Iterator[Media]:
         return iter(self.media)
