@@ -1,0 +1,382 @@
+"""The in-process media relay: sockets, readers and the inactivity timer around LegStream.
+
+Each leg's stream owns a non-blocking UDP socket (two without rtcp-mux) registered with
+``loop.add_reader``; one wakeup drains the socket with ``recvfrom_into`` into a single shared
+buffer until it would block, so a burst costs one wakeup. The packet is checked and re-protected
+in place by ``LegStream`` and sent from the peer leg's socket. RFC 7983 demultiplexing: first byte
+128..191 is RTP/RTCP (RTCP when the payload type byte is 192..223, RFC 5761), 20..63 is DTLS and
+goes to the handler the DTLS layer attached. Run it on uvloop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import socket
+from dataclasses import dataclass, field
+
+from gateway.config import MediaSection
+from gateway.media.api import (
+    Address,
+    DtlsHandler,
+    InvalidParams,
+    LegConfig,
+    LocalStream,
+    MediaError,
+    PortsExhausted,
+    RelayTotals,
+    SessionInfo,
+    SessionStats,
+    SrtpParams,
+    TimeoutHandler,
+    UnknownSession,
+)
+from gateway.media.ports import PortPool
+from gateway.media.srtp import MAX_PACKET, PacketBuffer
+from gateway.media.stream import LegStream
+from gateway.ops.log import get_logger
+
+log = get_logger("media")
+
+DRAIN_LIMIT = 64  # packets read per wakeup before yielding to other sockets
+_COUNTERS = ("packets_in", "bytes_in", "packets_out", "bytes_out")
+_DROPS = ("source", "auth", "replay", "plain_rtcp", "no_keys", "no_remote", "malformed",
+          "send_error")
+
+
+@dataclass(slots=True)
+class _Session:
+    session_id: str
+    legs: tuple[list[LegStream], list[LegStream]]
+    sockets: list[socket.socket] = field(default_factory=list)
+    timeout: float = 60.0
+    activity: list[tuple[int, int]] = field(default_factory=list)
+    idle_since: list[float] = field(default_factory=list)
+    reported: list[bool] = field(default_factory=list)
+
+
+class MediaRelay:
+    """Relays media between the two legs of each session; see ``gateway.media.api``.
+
+    ``on_timeout(session_id, stream)`` is called once when a stream has carried no valid packet
+    on either leg for the session's inactivity timeout (again only after media resumed).
+    """
+
+    def __init__(self, media: MediaSection, *, on_timeout: TimeoutHandler | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        self._address = media.address
+        self._sdp_address = media.sdp_address
+        self._family = socket.AF_INET6 if ":" in media.address else socket.AF_INET
+        self._pool = PortPool(media.port_min, media.port_max)
+        self._timeout = media.inactivity_timeout
+        self._on_timeout = on_timeout
+        self._sessions: dict[str, _Session] = {}
+        self._ids = itertools.count(1)
+        self._prefix = os.urandom(4).hex()
+        self._buf = PacketBuffer()
+        self._created = 0
+        self._timeouts = 0
+        self._closed_totals = dict.fromkeys((*_COUNTERS, *_DROPS), 0)
+        self._timer: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------------ sessions
+
+    async def create_session(self, streams: int = 1,
+                             rtcp_mux: tuple[bool, bool] = (True, True),
+                             timeout: float | None = None) -> SessionInfo:
+        return self.create_session_now(streams, rtcp_mux, timeout)
+
+    def create_session_now(self, streams: int = 1, rtcp_mux: tuple[bool, bool] = (True, True),
+                           timeout: float | None = None) -> SessionInfo:
+        """Synchronous create_session, for callers that are not coroutines."""
+        if self._closed:
+            raise MediaError("relay is closed")
+        if not 1 <= streams <= 16:
+            raise InvalidParams(f"streams must be 1..16, got {streams}")
+        session_id = f"{self._prefix}-{next(self._ids)}"
+        sess = _Session(session_id, ([], []), timeout=timeout or self._timeout)
+        now = self._loop.time()
+        try:
+            for _ in range(streams):
+                pair = []
+                for leg in (0, 1):
+                    ep = self._open_leg(sess, rtcp_mux[leg])
+                    sess.legs[leg].append(ep)
+                    pair.append(ep)
+                pair[0].peer, pair[1].peer = pair[1], pair[0]
+                sess.activity.append((0, 0))
+                sess.idle_since.append(now)
+                sess.reported.append(False)
+        except BaseException:
+            self._release(sess)
+            raise
+        self._sessions[session_id] = sess
+        self._created += 1
+        self._arm_timer()
+        legs = tuple(tuple(self._local(ep) for ep in sess.legs[leg]) for leg in (0, 1))
+        return SessionInfo(session_id, (legs[0], legs[1]))
+
+    def _local(self, ep: LegStream) -> LocalStream:
+        rtp = (self._sdp_address, ep.port)
+        return LocalStream(rtp, rtp if ep.rtcp_mux else (self._sdp_address, ep.port + 1))
+
+    def _open_leg(self, sess: _Session, rtcp_mux: bool) -> LegStream:
+        for _ in range(self._pool.size):
+            port = self._pool.acquire()
+            if port is None:
+                break
+            try:
+                rtp = self._bind(port)
+            except OSError:
+                self._pool.busy(port)
+                continue
+            rtcp = None
+            if not rtcp_mux:
+                try:
+                    rtcp = self._bind(port + 1)
+                except OSError:
+                    rtp.close()
+                    self._pool.busy(port)
+                    continue
+            ep = LegStream(port, rtcp_mux)
+            self._attach(sess, ep, rtp, rtcp)
+            return ep
+        log.warning("media.ports_exhausted", free=len(self._pool), size=self._pool.size)
+        raise PortsExhausted(f"no free media port pair in {self._pool.size} pairs")
+
+    def _bind(self, port: int) -> socket.socket:
+        sock = socket.socket(self._family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((self._address, port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _attach(self, sess: _Session, ep: LegStream, rtp: socket.socket,
+                rtcp: socket.socket | None) -> None:
+        sess.sockets.append(rtp)
+        ep.send_rtp = rtp.sendto
+        self._loop.add_reader(rtp.fileno(), self._on_readable, ep, rtp, False)
+        if rtcp is not None:
+            sess.sockets.append(rtcp)
+            ep.send_rtcp = rtcp.sendto
+            self._loop.add_reader(rtcp.fileno(), self._on_readable, ep, rtcp, True)
+        else:
+            ep.send_rtcp = rtp.sendto
+
+    def _rtcp_socket(self, sess: _Session, ep: LegStream) -> None:
+        """The answer refused rtcp-mux on a leg offered with it: bind the reserved odd port."""
+        if ep.send_rtcp is not ep.send_rtp:
+            return
+        try:
+            rtcp = self._bind(ep.port + 1)
+        except OSError as exc:
+            log.warning("media.rtcp_port_unavailable", port=ep.port + 1, error=str(exc))
+            return
+        sess.sockets.append(rtcp)
+        ep.send_rtcp = rtcp.sendto
+        self._loop.add_reader(rtcp.fileno(), self._on_readable, ep, rtcp, True)
+
+    async def update_leg(self, session_id: str, leg: int, stream: int, cfg: LegConfig) -> None:
+        self.update_leg_now(session_id, leg, stream, cfg)
+
+    def update_leg_now(self, session_id: str, leg: int, stream: int, cfg: LegConfig) -> None:
+        sess, ep = self._find(session_id, leg, stream)
+        for addr in (cfg.remote_rtp, cfg.remote_rtcp):
+            if addr is not None:
+                _check_address(addr)
+        if not cfg.rtcp_mux:
+            self._rtcp_socket(sess, ep)
+        ep.configure(cfg)
+
+    async def add_rx(self, session_id: str, leg: int, stream: int, params: SrtpParams) -> None:
+        self._find(session_id, leg, stream)[1].add_rx(params)
+
+    async def drop_rx(self, session_id: str, leg: int, stream: int) -> None:
+        self._find(session_id, leg, stream)[1].drop_rx()
+
+    async def stats(self, session_id: str) -> SessionStats:
+        return self.stats_now(session_id)
+
+    def stats_now(self, session_id: str) -> SessionStats:
+        sess = self._sessions.get(session_id)
+        if sess is None:
+            raise UnknownSession(session_id)
+        legs = tuple(tuple(ep.stats() for ep in sess.legs[leg]) for leg in (0, 1))
+        return SessionStats(session_id, (legs[0], legs[1]))
+
+    async def close_session(self, session_id: str) -> None:
+        self.close_session_now(session_id)
+
+    def close_session_now(self, session_id: str) -> None:
+        sess = self._sessions.pop(session_id, None)
+        if sess is not None:
+            self._release(sess)
+
+    def _release(self, sess: _Session) -> None:
+        totals = self._closed_totals
+        for leg in sess.legs:
+            for ep in leg:
+                for name in _COUNTERS:
+                    totals[name] += getattr(ep, name)
+                for name in _DROPS:
+                    totals[name] += getattr(ep, "drop_" + name)
+                ep.close()
+                self._pool.release(ep.port)
+        for sock in sess.sockets:
+            self._loop.remove_reader(sock.fileno())
+            sock.close()
+        sess.sockets.clear()
+
+    def session_ids(self) -> list[str]:
+        return list(self._sessions)
+
+    def totals(self) -> RelayTotals:
+        t = dict(self._closed_totals)
+        for sess in self._sessions.values():
+            for leg in sess.legs:
+                for ep in leg:
+                    for name in _COUNTERS:
+                        t[name] += getattr(ep, name)
+                    for name in _DROPS:
+                        t[name] += getattr(ep, "drop_" + name)
+        return RelayTotals(
+            sessions_active=len(self._sessions), sessions_created=self._created,
+            ports_free=len(self._pool), packets_in=t["packets_in"], bytes_in=t["bytes_in"],
+            packets_out=t["packets_out"], bytes_out=t["bytes_out"], auth_failures=t["auth"],
+            replays=t["replay"], drops={name: t[name] for name in _DROPS},
+            timeouts=self._timeouts)
+
+    async def close(self) -> None:
+        self.close_now()
+
+    def close_now(self) -> None:
+        self._closed = True
+        for session_id in list(self._sessions):
+            self.close_session_now(session_id)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # ------------------------------------------------------------------ DTLS hook
+
+    def set_dtls_handler(self, session_id: str, leg: int, stream: int,
+                         handler: DtlsHandler | None) -> None:
+        self._find(session_id, leg, stream)[1].dtls_handler = handler
+
+    def send_raw(self, session_id: str, leg: int, stream: int, data: bytes,
+                 addr: Address) -> None:
+        ep = self._find(session_id, leg, stream)[1]
+        if ep.send_rtp is None:
+            raise UnknownSession(session_id)
+        _check_address(addr)
+        try:
+            ep.send_rtp(data, addr)
+        except OSError as exc:
+            log.warning("media.send_raw_failed", session=session_id, leg=leg, error=str(exc))
+
+    # ------------------------------------------------------------------ hot path
+
+    def _on_readable(self, ep: LegStream, sock: socket.socket, rtcp_port: bool) -> None:
+        buf = self._buf
+        data = buf.data
+        view = buf.view
+        recv = sock.recvfrom_into
+        for _ in range(DRAIN_LIMIT):
+            try:
+                n, addr = recv(data, MAX_PACKET)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                ep.drop_malformed += 1
+                return
+            first = data[0]
+            if 127 < first < 192 and n >= 8:
+                if rtcp_port or (191 < data[1] < 224):
+                    m = ep.rtcp_in(buf, n, addr)
+                    if m:
+                        peer = ep.peer
+                        try:
+                            peer.send_rtcp(view[:m], peer.dst_rtcp)  # type: ignore[misc]
+                        except OSError:
+                            peer.packets_out -= 1
+                            ep.drop_send_error += 1
+                elif n >= 12:
+                    m = ep.rtp_in(buf, n, addr)
+                    if m:
+                        peer = ep.peer
+                        try:
+                            peer.send_rtp(view[:m], peer.dst_rtp)  # type: ignore[misc]
+                        except OSError:
+                            peer.packets_out -= 1
+                            ep.drop_send_error += 1
+                else:
+                    ep.drop_malformed += 1
+            elif 19 < first < 64 and ep.dtls_handler is not None:
+                ep.dtls_handler(bytes(view[:n]), addr)
+            else:
+                ep.drop_malformed += 1
+
+    # ------------------------------------------------------------------ inactivity
+
+    def _arm_timer(self) -> None:
+        if self._timer is None and not self._closed:
+            interval = max(0.05, min(1.0, min((s.timeout for s in self._sessions.values()),
+                                               default=self._timeout) / 4))
+            self._timer = self._loop.call_later(interval, self._check_activity)
+
+    def _check_activity(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        expired: list[tuple[str, int]] = []
+        for sess in self._sessions.values():
+            for s, (a, b) in enumerate(zip(sess.legs[0], sess.legs[1], strict=True)):
+                count = (a.packets_in, b.packets_in)
+                before = sess.activity[s]
+                if count != before:
+                    if count[0] != before[0]:
+                        a.last_packet = now
+                    if count[1] != before[1]:
+                        b.last_packet = now
+                    sess.activity[s] = count
+                    sess.idle_since[s] = now
+                    sess.reported[s] = False
+                elif not sess.reported[s] and now - sess.idle_since[s] >= sess.timeout:
+                    sess.reported[s] = True
+                    expired.append((sess.session_id, s))
+        for session_id, s in expired:
+            self._timeouts += 1
+            log.info("media.timeout", session=session_id, stream=s)
+            if self._on_timeout is not None:
+                try:
+                    self._on_timeout(session_id, s)
+                except Exception as exc:  # the call layer's bug must not stop the timer
+                    log.error("media.timeout_handler_failed", error=repr(exc))
+        if self._sessions:
+            self._arm_timer()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _find(self, session_id: str, leg: int, stream: int) -> tuple[_Session, LegStream]:
+        sess = self._sessions.get(session_id)
+        if sess is None:
+            raise UnknownSession(session_id)
+        if leg not in (0, 1) or not 0 <= stream < len(sess.legs[0]):
+            raise InvalidParams(f"no leg {leg} stream {stream} in session {session_id}")
+        return sess, sess.legs[leg][stream]
+
+
+def _check_address(addr: Address) -> None:
+    try:
+        host, port = addr
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except (ValueError, TypeError, OSError):
+        raise InvalidParams(f"not an IP address and port: {addr!r}") from None
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise InvalidParams(f"port out of range in {addr!r}")
+

@@ -1,0 +1,156 @@
+"""Thin SRTP contexts over the libsrtp bundled in pylibsrtp, working in place in one buffer.
+
+pylibsrtp's ``Session`` copies every packet in and out of Python bytes; the relay instead keeps one
+``srtp_t`` per leg and direction alive and calls ``srtp_protect``/``srtp_unprotect`` directly on a
+preallocated buffer that the socket also receives into (``PacketBuffer``). Sans-IO: no sockets.
+
+AES_256_CM_HMAC_SHA1_80 (RFC 6188) has no libsrtp profile constant in pylibsrtp's binding, so its
+crypto policy is written field by field (cipher AES-ICM-256, HMAC-SHA1, 80-bit tag); the unit tests
+check it against an independent RFC 3711 implementation built on ``cryptography``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pylibsrtp._binding import ffi, lib
+
+from gateway.media.api import SrtpParams
+
+# libsrtp status codes (srtp_err_status_t) the relay tells apart.
+OK = 0
+AUTH_FAIL = 7
+REPLAY_FAIL = 9
+REPLAY_OLD = 10
+
+# Room after the payload for the SRTCP index, the longest tag and an MKI.
+TRAILER = 4 + 16 + 128
+MAX_PACKET = 1500
+BUFFER_SIZE = MAX_PACKET + TRAILER
+REPLAY_WINDOW = 256  # packets of reordering tolerated on receive (libsrtp default is 128)
+
+_PROFILES = {
+    "AES_CM_128_HMAC_SHA1_80": lib.srtp_profile_aes128_cm_sha1_80,
+    "AES_CM_128_HMAC_SHA1_32": lib.srtp_profile_aes128_cm_sha1_32,
+    "AEAD_AES_128_GCM": lib.srtp_profile_aead_aes_128_gcm,
+    "AEAD_AES_256_GCM": lib.srtp_profile_aead_aes_256_gcm,
+    "AES_256_CM_HMAC_SHA1_80": lib.srtp_profile_aes128_cm_sha1_80,
+}
+# srtp_crypto_policy_t is {cipher_type, cipher_key_len, auth_type, auth_key_len, auth_tag_len,
+# sec_serv}, six ints; pylibsrtp declares it opaque, so it is addressed as an int array.
+_SRTP_AES_ICM_256 = 5
+_SEC_SERV_AUTH = 2
+_CIPHER_TYPE, _CIPHER_KEY_LEN, _SEC_SERV = 0, 1, 5
+
+
+class SrtpError(Exception):
+    """A packet failed protect/unprotect; ``status`` is the libsrtp code (no key material)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(_describe(status))
+        self.status = status
+
+
+def _describe(status: int) -> str:
+    return {AUTH_FAIL: "authentication failure", REPLAY_FAIL: "replay check failed",
+            REPLAY_OLD: "replay check failed (index too old)"}.get(status,
+                                                                   f"libsrtp error {status}")
+
+
+def _policy(params: SrtpParams, outbound: bool) -> tuple[Any, Any]:
+    policy = ffi.new("srtp_policy_t *")
+    profile = _PROFILES[params.suite]
+    for crypto, setter in ((policy.rtp, lib.srtp_crypto_policy_set_from_profile_for_rtp),
+                           (policy.rtcp, lib.srtp_crypto_policy_set_from_profile_for_rtcp)):
+        status = setter(ffi.addressof(crypto), profile)
+        if status != OK:
+            raise SrtpError(status)
+    fields = (ffi.cast("int *", ffi.addressof(policy.rtp)),
+              ffi.cast("int *", ffi.addressof(policy.rtcp)))
+    if params.suite == "AES_256_CM_HMAC_SHA1_80":
+        for f in fields:
+            f[_CIPHER_TYPE] = _SRTP_AES_ICM_256
+            f[_CIPHER_KEY_LEN] = 46
+    if params.unencrypted_srtp:
+        fields[0][_SEC_SERV] = _SEC_SERV_AUTH
+    if params.unencrypted_srtcp:
+        fields[1][_SEC_SERV] = _SEC_SERV_AUTH
+    key = ffi.new("unsigned char[]", len(params.key))
+    ffi.memmove(key, params.key, len(params.key))
+    policy.key = key
+    policy.ssrc.type = lib.ssrc_any_outbound if outbound else lib.ssrc_any_inbound
+    policy.window_size = REPLAY_WINDOW
+    policy.allow_repeat_tx = 1 if outbound else 0
+    return policy, key
+
+
+class SrtpContext:
+    """One direction's libsrtp session for any SSRC (new SSRCs get their own stream in it).
+
+    ``handle`` is the raw ``srtp_t`` for the hot path; the byte-level methods are for tests,
+    benchmarks and tools. Equal ``params`` mean the context can be kept across re-INVITEs.
+    """
+
+    __slots__ = ("__weakref__", "_gc", "handle", "outbound", "params")
+
+    def __init__(self, params: SrtpParams, *, outbound: bool) -> None:
+        self.params = params
+        self.outbound = outbound
+        policy, key = _policy(params, outbound)
+        holder = ffi.new("srtp_t *")
+        status = lib.srtp_create(holder, policy)
+        ffi.memmove(key, bytes(len(params.key)), len(params.key))  # session keys are derived
+        if status != OK:
+            raise SrtpError(status)
+        self._gc = ffi.gc(holder, _dealloc)
+        self.handle = holder[0]
+
+    def __repr__(self) -> str:
+        direction = "tx" if self.outbound else "rx"
+        return f"<SrtpContext {self.params.suite} {direction}>"
+
+    def close(self) -> None:
+        """Free the libsrtp session now rather than at garbage collection."""
+        if self._gc is not None:
+            ffi.release(self._gc)
+            self._gc = None
+            self.handle = ffi.NULL
+
+    def protect(self, packet: bytes, rtcp: bool = False) -> bytes:
+        return self._run(lib.srtp_protect_rtcp if rtcp else lib.srtp_protect, packet)
+
+    def unprotect(self, packet: bytes, rtcp: bool = False) -> bytes:
+        return self._run(lib.srtp_unprotect_rtcp if rtcp else lib.srtp_unprotect, packet)
+
+    def _run(self, func: Any, packet: bytes) -> bytes:
+        if len(packet) > MAX_PACKET:
+            raise SrtpError(-1)
+        buf = PacketBuffer()
+        buf.data[:len(packet)] = packet
+        buf.length[0] = len(packet)
+        status = func(self.handle, buf.cdata, buf.length)
+        if status != OK:
+            raise SrtpError(status)
+        return bytes(buf.data[:buf.length[0]])
+
+
+def _dealloc(holder: Any) -> None:
+    lib.srtp_dealloc(holder[0])
+
+
+class PacketBuffer:
+    """One packet's worth of memory shared by the socket (recvfrom_into) and libsrtp (in place)."""
+
+    __slots__ = ("cdata", "data", "length", "view")
+
+    def __init__(self) -> None:
+        self.data = bytearray(BUFFER_SIZE)
+        self.view = memoryview(self.data)
+        self.cdata = ffi.from_buffer("char[]", self.data)
+        self.length = ffi.new("int *")
+
+
+protect_rtp = lib.srtp_protect
+unprotect_rtp = lib.srtp_unprotect
+protect_rtcp = lib.srtp_protect_rtcp
+unprotect_rtcp = lib.srtp_unprotect_rtcp

@@ -1,0 +1,320 @@
+"""One leg's side of one media stream: latching, SRTP contexts, counters. Sans-IO.
+
+This is the relay's hot path. ``rtp_in``/``rtcp_in`` take a packet that the edge received into
+the shared ``PacketBuffer``, check it (authenticate and decrypt, or admit a plain source), protect
+it in place for the other leg (``peer``) and return how many bytes to send, 0 when it is dropped.
+Counters are plain ints; every drop is counted by cause. Nothing here logs, reads a clock or
+allocates per packet on the success path (a re-key window or RTCP copy the packet, being rare).
+
+Latching (no "RTP bleed"): an SRTP leg latches the source of a packet only after it
+authenticates; a plain leg admits only the signalled IP (or, with ``nat_learning``, the first
+source if nothing came from the signalled IP).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from gateway.media.api import Address, LegConfig, SrtpParams, StreamStats
+from gateway.media.srtp import (
+    AUTH_FAIL,
+    OK,
+    REPLAY_FAIL,
+    REPLAY_OLD,
+    PacketBuffer,
+    SrtpContext,
+    protect_rtcp,
+    protect_rtp,
+    unprotect_rtcp,
+    unprotect_rtp,
+)
+
+Sender = Callable[[Any, Address], int]
+
+
+def looks_like_plain_rtcp(packet: bytes) -> bool:
+    """True when the RTCP length fields of a compound packet add up to exactly its size.
+
+    An SRTCP packet carries a 4-byte E|index word and a tag after the compound, so it does not.
+    """
+    off, n = 0, len(packet)
+    while off + 4 <= n:
+        if packet[off] >> 6 != 2:
+            return False
+        off += ((packet[off + 2] << 8 | packet[off + 3]) + 1) * 4
+    return off == n and n >= 8
+
+
+class LegStream:
+    """State of one leg for one stream; ``peer`` is the same stream on the other leg."""
+
+    __slots__ = (
+        "accept_plain_rtcp", "bytes_in", "bytes_out", "drop_auth", "drop_malformed",
+        "drop_no_keys", "drop_no_remote", "drop_plain_rtcp", "drop_replay", "drop_send_error",
+        "drop_source", "dst_rtcp", "dst_rtp", "dtls_handler", "last_packet", "latched_rtcp",
+        "latched_rtp", "nat_learning", "packets_in", "packets_out", "peer", "port", "rtcp_mux",
+        "rx", "rx_alt", "rx_alt_handle", "rx_alt_previous", "rx_handle", "secure",
+        "send_rtcp", "send_rtp", "signalled_rtcp", "signalled_rtp", "tx", "tx_handle",
+    )
+
+    def __init__(self, port: int = 0, rtcp_mux: bool = True) -> None:
+        self.port = port
+        self.peer: LegStream = self
+        self.rtcp_mux = rtcp_mux
+        self.nat_learning = False
+        self.accept_plain_rtcp = False
+        self.secure = False
+        self.signalled_rtp: Address | None = None
+        self.signalled_rtcp: Address | None = None
+        self.latched_rtp: Address | None = None
+        self.latched_rtcp: Address | None = None
+        self.dst_rtp: Address | None = None
+        self.dst_rtcp: Address | None = None
+        self.rx: SrtpContext | None = None
+        self.rx_handle: Any = None
+        self.rx_alt: SrtpContext | None = None
+        self.rx_alt_handle: Any = None
+        self.rx_alt_previous = False
+        self.tx: SrtpContext | None = None
+        self.tx_handle: Any = None
+        self.send_rtp: Sender | None = None
+        self.send_rtcp: Sender | None = None
+        self.dtls_handler: Callable[[bytes, Address], None] | None = None
+        self.last_packet: float | None = None
+        self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
+        self.drop_source = self.drop_auth = self.drop_replay = self.drop_plain_rtcp = 0
+        self.drop_no_keys = self.drop_no_remote = self.drop_malformed = 0
+        self.drop_send_error = 0
+
+    # ------------------------------------------------------------------ hot path
+
+    def rtp_in(self, buf: PacketBuffer, n: int, addr: Address) -> int:
+        """Check an RTP packet from ``addr`` and prepare it for the peer; bytes to send or 0."""
+        lenp = buf.length
+        if self.rx_handle is not None:
+            lenp[0] = n
+            if self.rx_alt_handle is None:
+                status = unprotect_rtp(self.rx_handle, buf.cdata, lenp)
+            else:
+                status = self._unprotect_rekey(buf, n, unprotect_rtp)
+            if status:
+                self._rx_failed(status)
+                return 0
+            if addr != self.latched_rtp:
+                self._latch_rtp(addr)
+            n = lenp[0]
+        elif self.secure:
+            self.drop_no_keys += 1
+            return 0
+        elif addr != self.latched_rtp and not self._admit_plain(addr, False):
+            self.drop_source += 1
+            return 0
+        self.packets_in += 1
+        self.bytes_in += n
+        peer = self.peer
+        if peer.dst_rtp is None:
+            self.drop_no_remote += 1
+            return 0
+        if peer.tx_handle is not None:
+            lenp[0] = n
+            if protect_rtp(peer.tx_handle, buf.cdata, lenp):
+                self.drop_malformed += 1
+                return 0
+            n = lenp[0]
+        elif peer.secure:
+            self.drop_no_keys += 1
+            return 0
+        peer.packets_out += 1
+        peer.bytes_out += n
+        return n
+
+    def rtcp_in(self, buf: PacketBuffer, n: int, addr: Address) -> int:
+        """Same as rtp_in for RTCP/SRTCP (plain RTCP on an SRTCP leg per accept_plain_rtcp)."""
+        lenp = buf.length
+        if self.rx_handle is not None:
+            original = bytes(buf.view[:n])
+            lenp[0] = n
+            if self.rx_alt_handle is None:
+                status = unprotect_rtcp(self.rx_handle, buf.cdata, lenp)
+            else:
+                status = self._unprotect_rekey(buf, n, unprotect_rtcp)
+            if status == OK:
+                if addr != self.latched_rtcp:
+                    self._latch_rtcp(addr)
+                n = lenp[0]
+            elif not looks_like_plain_rtcp(original):
+                self._rx_failed(status)
+                return 0
+            elif not self.accept_plain_rtcp or not self._known_ip(addr):
+                self.drop_plain_rtcp += 1
+                return 0
+            else:
+                buf.view[:n] = original
+        elif self.secure:
+            self.drop_no_keys += 1
+            return 0
+        elif addr != self.latched_rtcp and not self._admit_plain(addr, True):
+            self.drop_source += 1
+            return 0
+        self.packets_in += 1
+        self.bytes_in += n
+        peer = self.peer
+        if peer.dst_rtcp is None:
+            self.drop_no_remote += 1
+            return 0
+        if peer.tx_handle is not None:
+            lenp[0] = n
+            if protect_rtcp(peer.tx_handle, buf.cdata, lenp):
+                self.drop_malformed += 1
+                return 0
+            n = lenp[0]
+        elif peer.secure:
+            self.drop_no_keys += 1
+            return 0
+        peer.packets_out += 1
+        peer.bytes_out += n
+        return n
+
+    # ------------------------------------------------------------------ rarer decisions
+
+    def _unprotect_rekey(self, buf: PacketBuffer, n: int, func: Any) -> int:
+        """During a re-key two inbound contexts are live: try the current one, then the other."""
+        original = bytes(buf.view[:n])
+        status = func(self.rx_handle, buf.cdata, buf.length)
+        if status == OK:
+            if self.rx_alt_previous:
+                self._drop_alt()
+            return OK
+        buf.view[:n] = original
+        buf.length[0] = n
+        if func(self.rx_alt_handle, buf.cdata, buf.length) == OK:
+            return OK
+        return status
+
+    def _rx_failed(self, status: int) -> None:
+        if status == AUTH_FAIL:
+            self.drop_auth += 1
+        elif status in (REPLAY_FAIL, REPLAY_OLD):
+            self.drop_replay += 1
+        else:
+            self.drop_malformed += 1
+
+    def _latch_rtp(self, addr: Address) -> None:
+        self.latched_rtp = self.dst_rtp = addr
+        if self.rtcp_mux:
+            self.latched_rtcp = self.dst_rtcp = addr
+
+    def _latch_rtcp(self, addr: Address) -> None:
+        self.latched_rtcp = self.dst_rtcp = addr
+
+    def _known_ip(self, addr: Address) -> bool:
+        ip = addr[0]
+        return any(a is not None and a[0] == ip for a in (self.latched_rtp, self.latched_rtcp,
+                                                          self.signalled_rtp))
+
+    def _admit_plain(self, addr: Address, rtcp: bool) -> bool:
+        """Plain RTP latches only from the signalled IP, or the first source with nat_learning."""
+        signalled = self.signalled_rtp
+        latched = self.latched_rtcp if rtcp else self.latched_rtp
+        if signalled is not None and addr[0] == signalled[0]:
+            pass
+        elif not self.nat_learning or latched is not None:
+            return False
+        if rtcp:
+            self._latch_rtcp(addr)
+        else:
+            self._latch_rtp(addr)
+        return True
+
+    # ------------------------------------------------------------------ control
+
+    def configure(self, cfg: LegConfig) -> None:
+        """Apply a LegConfig; contexts whose params did not change are kept (ROC, windows)."""
+        self.nat_learning = cfg.nat_learning
+        self.accept_plain_rtcp = cfg.accept_plain_rtcp
+        self.rtcp_mux = cfg.rtcp_mux
+        self.secure = cfg.dtls or cfg.rx is not None
+        remote_rtcp = cfg.remote_rtcp
+        if cfg.remote_rtp is not None and remote_rtcp is None:
+            remote_rtcp = cfg.remote_rtp if cfg.rtcp_mux else (cfg.remote_rtp[0],
+                                                                cfg.remote_rtp[1] + 1)
+        if cfg.remote_rtp != self.signalled_rtp or remote_rtcp != self.signalled_rtcp:
+            self.signalled_rtp, self.signalled_rtcp = cfg.remote_rtp, remote_rtcp
+            self.latched_rtp = self.latched_rtcp = None
+        self.dst_rtp = self.latched_rtp or self.signalled_rtp
+        self.dst_rtcp = (self.dst_rtp if self.rtcp_mux
+                         else self.latched_rtcp or self.signalled_rtcp)
+        self._set_rx(cfg.rx)
+        self._set_tx(cfg.tx)
+
+    def _set_rx(self, params: SrtpParams | None) -> None:
+        if params is None:
+            self._drop_alt()
+            self._replace_rx(None)
+            return
+        if self.rx is not None and self.rx.params == params:
+            return
+        if self.rx_alt is not None and self.rx_alt.params == params:
+            new, self.rx_alt = self.rx_alt, None
+        else:
+            new = SrtpContext(params, outbound=False)
+        old = self.rx
+        self._drop_alt()
+        self.rx, self.rx_handle = new, new.handle
+        if old is not None:
+            self.rx_alt, self.rx_alt_handle, self.rx_alt_previous = old, old.handle, True
+
+    def _replace_rx(self, ctx: SrtpContext | None) -> None:
+        if self.rx is not None:
+            self.rx.close()
+        self.rx = ctx
+        self.rx_handle = ctx.handle if ctx is not None else None
+
+    def _set_tx(self, params: SrtpParams | None) -> None:
+        if self.tx is not None and self.tx.params == params:
+            return
+        if self.tx is not None:
+            self.tx.close()
+        self.tx = SrtpContext(params, outbound=True) if params is not None else None
+        self.tx_handle = self.tx.handle if self.tx is not None else None
+
+    def add_rx(self, params: SrtpParams) -> None:
+        """Accept ``params`` inbound as well, until committed by configure() or dropped."""
+        if (self.rx is not None and self.rx.params == params) or (
+                self.rx_alt is not None and self.rx_alt.params == params):
+            self.rx_alt_previous = False
+            return
+        self._drop_alt()
+        ctx = SrtpContext(params, outbound=False)
+        if self.rx is None:
+            self.rx, self.rx_handle = ctx, ctx.handle
+            return
+        self.rx_alt, self.rx_alt_handle, self.rx_alt_previous = ctx, ctx.handle, False
+
+    def drop_rx(self) -> None:
+        """Forget a pending inbound context (the offer that brought it was rejected)."""
+        if not self.rx_alt_previous:
+            self._drop_alt()
+
+    def _drop_alt(self) -> None:
+        if self.rx_alt is not None:
+            self.rx_alt.close()
+        self.rx_alt = self.rx_alt_handle = None
+        self.rx_alt_previous = False
+
+    def close(self) -> None:
+        self._drop_alt()
+        self._replace_rx(None)
+        self._set_tx(None)
+        self.send_rtp = self.send_rtcp = self.dtls_handler = None
+        self.peer = self
+
+    def stats(self) -> StreamStats:
+        drops = {"source": self.drop_source, "auth": self.drop_auth,
+                 "replay": self.drop_replay, "plain_rtcp": self.drop_plain_rtcp,
+                 "no_keys": self.drop_no_keys, "no_remote": self.drop_no_remote,
+                 "malformed": self.drop_malformed, "send_error": self.drop_send_error}
+        return StreamStats(self.packets_in, self.bytes_in, self.packets_out, self.bytes_out,
+                           self.drop_auth, self.drop_replay, drops, self.last_packet,
+                           self.latched_rtp, self.latched_rtcp)
