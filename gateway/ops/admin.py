@@ -27,6 +27,7 @@ MAX_HEAD = 8192
 MAX_BODY = 1024
 REQUEST_TIMEOUT = 5.0
 MAX_CONNECTIONS = 32
+LINGER = 0.5
 
 _REQUEST_LINE = re.compile(rb"^([A-Z]{1,16}) (/[\x21-\x7e]{0,1023}) HTTP/1\.[01]$")
 _HEADER = re.compile(rb"^([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([\x20-\x7e\t]*?)[ \t]*$")
@@ -110,6 +111,14 @@ def parse_head(head: bytes) -> Request:
     return Request(m.group(1).decode("ascii"), path, headers, length)
 
 
+async def _discard(reader: asyncio.StreamReader, limit: int = 1 << 16) -> None:
+    while limit > 0:
+        chunk = await reader.read(min(limit, 4096))
+        if not chunk:
+            return
+        limit -= len(chunk)
+
+
 _ROUTES = {"/metrics": "GET", "/healthz": "GET", "/readyz": "GET", "/status": "GET",
            "/reload": "POST"}
 
@@ -123,6 +132,7 @@ class AdminServer:
         self._server: asyncio.Server | None = None
         self._slots = asyncio.Semaphore(MAX_CONNECTIONS)
         self._reload_lock = asyncio.Lock()
+        self._conns: set[asyncio.Task[None]] = set()
 
     @property
     def address(self) -> HostPort:
@@ -146,30 +156,57 @@ class AdminServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            for task in list(self._conns):
+                task.cancel()
+            await asyncio.gather(*self._conns, return_exceptions=True)
             await self._server.wait_closed()
             self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._slots.locked():
-            await self._write(writer, _json(503, {"error": "too many admin connections"}))
-            return
-        async with self._slots:
-            try:
-                response = await asyncio.wait_for(self._read_and_route(reader), REQUEST_TIMEOUT)
-            except TimeoutError:
-                response = _json(408, {"error": "request not received in time"})
-            except HttpError as exc:
-                response = _json(exc.status, {"error": exc.reason})
-                response = Response(response.status, response.body, extra=exc.extra)
-            except (ConnectionError, asyncio.IncompleteReadError):
-                writer.close()
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
+        try:
+            if self._slots.locked():
+                # Over the cap: still answer (bounded by the same timeout), but do no work.
+                with contextlib.suppress(TimeoutError, ConnectionError, asyncio.LimitOverrunError,
+                                         asyncio.IncompleteReadError):
+                    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
+                await self._write(reader, writer, _json(503, {"error": "too many connections"}))
                 return
-            await self._write(writer, response)
+            async with self._slots:
+                response = await self._respond(reader)
+                if response is not None:
+                    await self._write(reader, writer, response)
+                else:
+                    writer.close()
+        except asyncio.CancelledError:
+            writer.close()  # server shutting down: drop the connection, end the task quietly
+        finally:
+            self._conns.discard(task)
 
-    async def _write(self, writer: asyncio.StreamWriter, response: Response) -> None:
+    async def _respond(self, reader: asyncio.StreamReader) -> Response | None:
+        try:
+            return await asyncio.wait_for(self._read_and_route(reader), REQUEST_TIMEOUT)
+        except TimeoutError:
+            return _json(408, {"error": "request not received in time"})
+        except HttpError as exc:
+            return Response(exc.status, _json(exc.status, {"error": exc.reason}).body,
+                            extra=exc.extra)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return None
+
+    async def _write(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     response: Response) -> None:
         with contextlib.suppress(ConnectionError):
             writer.write(response.encode())
             await writer.drain()
+            # Lingering close: read what the client still sends for a moment, so that closing
+            # with unread bytes does not reset the connection before it reads our answer.
+            if writer.can_write_eof():
+                writer.write_eof()
+            with contextlib.suppress(TimeoutError, ConnectionError):
+                await asyncio.wait_for(_discard(reader), LINGER)
         writer.close()
         with contextlib.suppress(ConnectionError):
             await writer.wait_closed()

@@ -62,6 +62,7 @@ class OpsService:
         self.cert_errors: tuple[str, ...] = ()
         self.drain_result: DrainResult | None = None
         self._stopped = asyncio.Event()
+        self._drain_requested = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._signals: list[signal.Signals] = []
         self._read_certs(config)
@@ -110,8 +111,11 @@ class OpsService:
         await self._stopped.wait()
 
     def request_drain(self) -> None:
-        if self.drainer.draining:
+        """Start the drain once; repeated SIGTERMs while draining change nothing."""
+        if self._drain_requested:
             return
+        self._drain_requested = True
+        self.drainer.draining = True  # refuse new calls from this instant, not from the task's
         self._spawn(self._drain_then_stop())
 
     async def _drain_then_stop(self) -> None:
