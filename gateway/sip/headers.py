@@ -43,8 +43,21 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
+_KEY_CACHE = {n: n.lower() for n in _CANONICAL.values()}
+_KEY_CACHE.update((n.lower(), n.lower()) for n in _CANONICAL.values())
+_KEY_CACHE.update((k, v.lower()) for k, v in COMPACT.items())
+
+
+def _key(name: str) -> str:
+    """Lookup key: the lower-cased canonical name."""
+    key = _KEY_CACHE.get(name)
+    return key if key is not None else canonical_name(name).lower()
+
+
 def split_list(value: str) -> list[str]:
     """Split a comma-separated header value, ignoring commas inside quotes and <...>."""
+    if "," not in value:
+        return [value.strip()]
     if '"' not in value and "<" not in value:
         return [v.strip() for v in value.split(",")]
     out: list[str] = []
@@ -76,16 +89,18 @@ def split_list(value: str) -> list[str]:
 class Headers:
     """Ordered header fields with case-insensitive access by long or compact name."""
 
-    __slots__ = ("_items", "gen")
+    __slots__ = ("_items", "_keys", "gen")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         self._items: list[tuple[str, str]] = [(canonical_name(n), v) for n, v in items]
+        self._keys = [n.lower() for n, _ in self._items]
         self.gen = 0  # bumped on every change, so typed views can cache
 
     @classmethod
-    def _trusted(cls, items: list[tuple[str, str]]) -> Headers:
+    def _trusted(cls, items: list[tuple[str, str]], keys: list[str]) -> Headers:
         h = cls.__new__(cls)
         h._items = items
+        h._keys = keys
         h.gen = 0
         return h
 
@@ -96,7 +111,7 @@ class Headers:
         return len(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.get(name) is not None
+        return isinstance(name, str) and _key(name) in self._keys
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Headers) and self._items == other._items
@@ -105,19 +120,22 @@ class Headers:
         return f"Headers({self._items!r})"
 
     def copy(self) -> Headers:
-        return Headers._trusted(list(self._items))
+        return Headers._trusted(list(self._items), list(self._keys))
+
+    def count(self, name: str) -> int:
+        return self._keys.count(_key(name))
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        key = canonical_name(name).lower()
-        for n, v in self._items:
-            if n.lower() == key:
-                return v
+        key = _key(name)
+        keys = self._keys
+        if key in keys:
+            return self._items[keys.index(key)][1]
         return default
 
     def get_all(self, name: str) -> list[str]:
         """Every field of that name, one entry per header line."""
-        key = canonical_name(name).lower()
-        return [v for n, v in self._items if n.lower() == key]
+        key = _key(name)
+        return [item[1] for k, item in zip(self._keys, self._items, strict=True) if k == key]
 
     def values(self, name: str) -> list[str]:
         """Every element of a comma-list header (Via, Contact, Route, Allow, ...)."""
@@ -130,49 +148,50 @@ class Headers:
         """Replace all fields of that name by one, at the position of the first."""
         name = canonical_name(name)
         key = name.lower()
-        items: list[tuple[str, str]] = []
-        placed = False
-        for n, v in self._items:
-            if n.lower() == key:
-                if not placed:
-                    items.append((name, value))
-                    placed = True
-            else:
-                items.append((n, v))
-        if not placed:
-            items.append((name, value))
-        self._items = items
+        keys = self._keys
+        if key not in keys:
+            self._items.append((name, value))
+            keys.append(key)
+        else:
+            first = keys.index(key)
+            self._items[first] = (name, value)
+            for i in range(len(keys) - 1, first, -1):
+                if keys[i] == key:
+                    del keys[i], self._items[i]
         self.gen += 1
 
     def add(self, name: str, value: str, *, first: bool = False) -> None:
         """Append a field; ``first=True`` puts it before any field of the same name."""
         name = canonical_name(name)
+        key = name.lower()
         self.gen += 1
-        if first:
-            key = name.lower()
-            for i, (n, _) in enumerate(self._items):
-                if n.lower() == key:
-                    self._items.insert(i, (name, value))
-                    return
+        if first and key in self._keys:
+            i = self._keys.index(key)
+            self._items.insert(i, (name, value))
+            self._keys.insert(i, key)
+            return
         self._items.append((name, value))
+        self._keys.append(key)
 
     def remove(self, name: str) -> int:
         """Drop every field of that name; returns how many were removed."""
-        key = canonical_name(name).lower()
-        before = len(self._items)
-        self._items = [(n, v) for n, v in self._items if n.lower() != key]
+        key = _key(name)
+        keep = [i for i, k in enumerate(self._keys) if k != key]
+        removed = len(self._keys) - len(keep)
+        self._items = [self._items[i] for i in keep]
+        self._keys = [self._keys[i] for i in keep]
         self.gen += 1
-        return before - len(self._items)
+        return removed
 
     def remove_first(self, name: str) -> str | None:
         """Drop the first field of that name (e.g. our own top Via); returns its value."""
-        key = canonical_name(name).lower()
-        for i, (n, v) in enumerate(self._items):
-            if n.lower() == key:
-                del self._items[i]
-                self.gen += 1
-                return v
-        return None
+        key = _key(name)
+        if key not in self._keys:
+            return None
+        i = self._keys.index(key)
+        del self._keys[i]
+        self.gen += 1
+        return self._items.pop(i)[1]
 
 
 # --------------------------------------------------------------------------- parameters

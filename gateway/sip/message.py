@@ -8,6 +8,7 @@ code holding a parsed message can use the typed accessors without further checks
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -247,31 +248,46 @@ def content_length(values: list[str]) -> int | None:
     return lengths.pop()
 
 
-def parse_head(head: str, limits: ParseLimits) -> tuple[str, list[tuple[str, str]]]:
+_FOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
+_NAMES: dict[str, tuple[str, str]] = {}  # raw header name -> (canonical, key); bounded
+
+
+def _header_name(raw: str) -> tuple[str, str]:
+    hit = _NAMES.get(raw)
+    if hit is not None:
+        return hit
+    name = raw.rstrip(" \t")
+    if not name or g.TOKEN_RE.fullmatch(name) is None:
+        raise SipParseError(400, "malformed header line")
+    canon = canonical_name(name)
+    hit = (canon, canon.lower())
+    if len(_NAMES) < 4096:
+        _NAMES[raw] = hit
+    return hit
+
+
+def parse_head(head: str, limits: ParseLimits) -> tuple[str, Headers]:
     """Start line and unfolded header fields of a header section (without its final CRLF)."""
+    if "\r\n " in head or "\r\n\t" in head:
+        head = _FOLD_RE.sub(" ", head)
     lines = head.split("\r\n")
-    fields: list[tuple[str, str]] = []
-    max_line = limits.max_header_line
-    for line in lines[1:]:
-        if len(line) > max_line:
-            raise SipParseError(400, "header line too long")
-        if line[:1] in (" ", "\t"):
-            if not fields:
-                raise SipParseError(400, "continuation line before any header")
-            name, value = fields[-1]
-            fields[-1] = (name, f"{value} {line.strip()}" if value else line.strip())
-            continue
-        colon = line.find(":")
-        name = line[:colon].rstrip(" \t") if colon > 0 else ""
-        if not name or g.TOKEN_RE.fullmatch(name) is None:
-            raise SipParseError(400, "malformed header line")
-        fields.append((canonical_name(name), line[colon + 1:].strip(" \t")))
-    if len(fields) > limits.max_headers:
+    if len(lines) > limits.max_headers + 1:
         raise SipParseError(400, "too many header fields")
-    if len(lines[0]) > max_line:
-        raise SipParseError(414 if not lines[0].startswith("SIP/") else 400,
-                            "start line too long")
-    return lines[0], fields
+    max_line = limits.max_header_line
+    items: list[tuple[str, str]] = []
+    keys: list[str] = []
+    for line in lines:
+        if len(line) > max_line:
+            raise SipParseError(414 if line is lines[0] and not line.startswith("SIP/") else 400,
+                                "line too long")
+    for line in lines[1:]:
+        raw, colon, value = line.partition(":")
+        if not colon:
+            raise SipParseError(400, "malformed header line")
+        name, key = _header_name(raw)
+        items.append((name, value.strip(" \t")))
+        keys.append(key)
+    return lines[0], Headers._trusted(items, keys)
 
 
 def parse_message(data: bytes, limits: ParseLimits = DEFAULT_LIMITS, *,
@@ -296,9 +312,8 @@ def _parse(data: bytes, limits: ParseLimits, stream: bool) -> SipRequest | SipRe
     end = data.find(b"\r\n\r\n", start)
     if end < 0:
         raise SipParseError(400, "incomplete header section")
-    first, fields = parse_head(data[start:end].decode(_ENCODING, _ERRORS), limits)
-    headers = Headers._trusted(fields)
-    length = content_length([v for n, v in fields if n == "Content-Length"])
+    first, headers = parse_head(data[start:end].decode(_ENCODING, _ERRORS), limits)
+    length = content_length(headers.get_all("Content-Length"))
     body_start = end + 4
     if length is None:
         if stream:
@@ -312,7 +327,7 @@ def _parse(data: bytes, limits: ParseLimits, stream: bool) -> SipRequest | SipRe
         msg: SipRequest | SipResponse = _response(first, headers, body)
     else:
         msg = _request(first, headers, body, limits)
-    _validate(msg, fields)
+    _validate(msg)
     return msg
 
 
@@ -350,16 +365,13 @@ def _response(line: str, headers: Headers, body: bytes) -> SipResponse:
     return SipResponse(int(code), reason, headers, body)
 
 
-def _validate(msg: SipRequest | SipResponse, fields: list[tuple[str, str]]) -> None:
-    counts: dict[str, int] = {}
-    for name, _ in fields:
-        key = name.lower()
-        counts[key] = counts.get(key, 0) + 1
+def _validate(msg: SipRequest | SipResponse) -> None:
+    keys = msg.headers._keys
     for key in _SINGLE:
-        if counts.get(key, 0) > 1:
+        if keys.count(key) > 1:
             raise SipParseError(400, f"more than one {canonical_name(key)}")
     for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        if name.lower() not in counts:
+        if name.lower() not in keys:
             raise SipParseError(400, f"missing {name}")
     if not msg.via:
         raise SipParseError(400, "empty Via")
@@ -368,13 +380,13 @@ def _validate(msg: SipRequest | SipResponse, fields: list[tuple[str, str]]) -> N
     if g.CALLID_RE.fullmatch(msg.call_id) is None:
         raise SipParseError(400, "malformed Call-ID")
     cseq = msg.cseq
-    if "max-forwards" in counts:
+    if "max-forwards" in keys:
         msg.max_forwards  # noqa: B018
-    if "contact" in counts and not msg.contact_star:
+    if "contact" in keys and not msg.contact_star:
         msg.contact  # noqa: B018
-    if "route" in counts:
+    if "route" in keys:
         msg.route  # noqa: B018
-    if "record-route" in counts:
+    if "record-route" in keys:
         msg.record_route  # noqa: B018
     if isinstance(msg, SipRequest) and cseq.method != msg.method:
         raise SipParseError(400, "CSeq method does not match the request method")

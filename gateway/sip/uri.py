@@ -99,8 +99,24 @@ def _params(text: str, pos: int, params: dict[str, str | None]) -> int:
     return pos
 
 
+# The everyday shape (no password, escapes or user-unreserved punctuation) in one match.
+_FAST = re.compile(r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?(" + g.HOST
+                   + r")(?::([0-9]{1,5}))?((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+"
+                   r"(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+)?)*)")
+
+
 def parse_uri(text: str) -> Uri:
     """Parse any absolute URI; SIP/SIPS/TEL get full structure. Raises SipParseError(400)."""
+    f = _FAST.fullmatch(text)
+    if f is not None:
+        port = f.group(4)
+        if port is None or int(port) <= 65535:
+            uri = SipUri(f.group(1), f.group(3), f.group(2), int(port) if port else None)
+            if f.group(5):
+                for item in f.group(5)[1:].split(";"):
+                    name, eq, value = item.partition("=")
+                    uri.params[name.lower()] = value if eq else None
+            return uri
     m = g.SCHEME_RE.match(text)
     if m is None:
         raise _bad("scheme")

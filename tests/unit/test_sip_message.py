@@ -224,7 +224,7 @@ def test_typed_view_cache_follows_header_changes() -> None:
 def test_split_list_respects_quotes_and_brackets() -> None:
     assert split_list('"a, b" <sip:x@y;p=1,2>, <sip:z>') == ['"a, b" <sip:x@y;p=1,2>', "<sip:z>"]
     with pytest.raises(SipParseError):
-        split_list('"open')
+        split_list('"open, b')
 
 
 def test_uri_parse_and_format() -> None:
