@@ -15,6 +15,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from gateway.config import Config, Trunk
+from gateway.policy.bounded import BoundedTable
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -113,6 +114,7 @@ class Acl:
                 fingerprints=frozenset(normalize_fingerprint(f) for f in t.tls_fingerprints))
             by_listener.setdefault(t.listener, []).append(rule)
         self._by_listener = {k: tuple(v) for k, v in by_listener.items()}
+        self._cache: BoundedTable[Source, Trunk | None] = BoundedTable(4096)
 
     def network_allows(self, listener: str, ip: str) -> bool:
         """Any trunk on this listener takes this address (identity not yet considered)."""
@@ -123,6 +125,13 @@ class Acl:
 
     def classify(self, source: Source) -> Trunk | None:
         """The first trunk whose network, identity and fingerprint rules the source meets."""
+        if source in self._cache:
+            return self._cache.get(source)
+        trunk = self._classify(source)
+        self._cache.put(source, trunk)
+        return trunk
+
+    def _classify(self, source: Source) -> Trunk | None:
         addr = _address(source.ip)
         if addr is None:
             return None
