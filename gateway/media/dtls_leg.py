@@ -1,0 +1,163 @@
+"""DTLS-SRTP on one relay leg stream: the handshake rides the leg's own media socket (RFC 7983
+demultiplexing in the relay) and the exported keys go into the relay's SRTP contexts, so a keyed
+DTLS leg runs exactly the SDES hot path.
+
+Call-layer sequence for a ``media = "dtls-srtp"`` trunk (see ``gateway.sdp.dtls`` for the SDP):
+
+- we offer: ``DtlsLeg(...)`` as soon as the relay session exists (it starts listening at once,
+  because the answerer's ClientHello may beat its SDP answer), put ``leg.fingerprint``,
+  ``a=setup:actpass`` and ``leg.tls_id`` in the offer; on the answer call
+  ``leg.start(role_from_answer(answer.setup), remote, answer.fingerprints, base)``.
+- we answer: ``DtlsLeg(...)``, then ``leg.start(role_for_setup(answer_setup(offer.setup)),
+  remote, offer.fingerprints, base)``, and answer with ``leg.fingerprint``, that setup and
+  ``leg.tls_id``.
+- every ``update_leg`` for this leg uses ``leg.config(base)``, which carries the DTLS keys once
+  they exist (dtls=True with no keys until then: the relay passes no media).
+- re-INVITE: ``needs_new_association(old, new)`` false (hold/resume) -> keep the leg, call
+  ``leg.set_remote(remote, base)`` if the address changed; true -> ``leg.close()`` and build a
+  new one.
+- ``on_failed(reason)`` means the stream is dead (fingerprint mismatch, timeout, alert): tear
+  the call down. ``leg.close()`` on BYE sends close_notify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from gateway.media.api import Address, DtlsSocketApi, LegConfig, MediaError, SrtpParams
+from gateway.media.dtls import DEFAULT_SUITES, DtlsSession, Role
+from gateway.media.dtls_endpoint import DtlsEndpoint
+from gateway.media.dtls_events import HandshakeCompleted, SrtpKeyMaterial
+from gateway.media.dtls_identity import DtlsIdentity
+from gateway.ops.log import get_logger
+
+log = get_logger("media")
+
+EARLY_QUEUE = 8  # DTLS datagrams kept while our role is unknown (offer sent, no answer yet)
+
+
+class _Relay(DtlsSocketApi, Protocol):
+    async def update_leg(self, session_id: str, leg: int, stream: int,
+                         cfg: LegConfig) -> None: ...
+
+
+class DtlsLeg:
+    """The DTLS association of one leg's stream."""
+
+    def __init__(self, relay: _Relay, session_id: str, leg: int, stream: int,
+                 identity: DtlsIdentity, tls_id: str, *,
+                 on_failed: Callable[[str], None],
+                 on_connected: Callable[[HandshakeCompleted], None] | None = None,
+                 suites: Sequence[str] = DEFAULT_SUITES, accept_sha1: bool = False,
+                 handshake_timeout: float = 10.0, nat_learning: bool = False) -> None:
+        self._relay = relay
+        self._where = (session_id, leg, stream)
+        self._identity = identity
+        self.tls_id = tls_id
+        self._on_failed = on_failed
+        self._on_connected = on_connected
+        self._suites = tuple(suites)
+        self._accept_sha1 = accept_sha1
+        self._timeout = handshake_timeout
+        self._nat_learning = nat_learning
+        self._endpoint: DtlsEndpoint | None = None
+        self._early: list[tuple[bytes, Address]] = []
+        self._peer: Address | None = None
+        self._latched = False
+        self._base = LegConfig(dtls=True)
+        self._install: asyncio.Task[None] | None = None
+        self.keys: SrtpKeyMaterial | None = None
+        self.failed: str | None = None
+        self.dropped = 0  # DTLS datagrams from sources other than the peer
+        relay.set_dtls_handler(session_id, leg, stream, self._datagram)
+
+    @property
+    def fingerprint(self) -> tuple[str, str]:
+        """Ours, for ``a=fingerprint`` (sha-256, RFC 8122)."""
+        return "sha-256", self._identity.fingerprint("sha-256")
+
+    @property
+    def state(self) -> str:
+        if self._endpoint is None:
+            return "failed" if self.failed else "listening"
+        return self._endpoint.session.state
+
+    def start(self, role: Role, remote: Address, fingerprints: Sequence[tuple[str, str]],
+              base: LegConfig) -> None:
+        """The roles are settled (answer received, or we are answering): run the handshake."""
+        if self._endpoint is not None:
+            return
+        self._peer, self._base = remote, base
+        session = DtlsSession(self._identity, role, remote_fingerprints=fingerprints,
+                              suites=self._suites, accept_sha1=self._accept_sha1,
+                              handshake_timeout=self._timeout)
+        sid, leg, stream = self._where
+        self._endpoint = DtlsEndpoint(session, self._send, on_connected=self._connected,
+                                      on_failed=self._failed,
+                                      context={"session": sid, "leg": leg, "stream": stream})
+        self._endpoint.start()
+        early, self._early = self._early, []
+        for data, addr in early:
+            self._datagram(data, addr)
+
+    def set_remote(self, remote: Address, base: LegConfig) -> None:
+        """Same association, new address or leg settings (re-INVITE without re-keying)."""
+        if remote != self._peer:
+            self._peer, self._latched = remote, False
+        self._base = base
+
+    def config(self, base: LegConfig) -> LegConfig:
+        """``base`` as a DTLS leg, with the negotiated keys once the handshake verified."""
+        self._base = base
+        if self.keys is None:
+            return dataclasses.replace(base, dtls=True, rx=None, tx=None)
+        return dataclasses.replace(base, dtls=True, rx=SrtpParams(self.keys.suite, self.keys.rx),
+                                   tx=SrtpParams(self.keys.suite, self.keys.tx))
+
+    def close(self) -> None:
+        """Send close_notify and detach from the relay socket (idempotent)."""
+        if self._endpoint is not None:
+            self._endpoint.close()
+        if self._install is not None:
+            self._install.cancel()
+        with contextlib.suppress(MediaError):  # the relay session may already be gone
+            self._relay.set_dtls_handler(*self._where, None)
+
+    # ------------------------------------------------------------------ internals
+
+    def _datagram(self, data: bytes, addr: Address) -> None:
+        if self._endpoint is None:
+            if len(self._early) < EARLY_QUEUE:
+                self._early.append((data, addr))
+            return
+        if addr != self._peer:
+            if not self._nat_learning or self._latched:
+                self.dropped += 1
+                return
+            self._peer = addr
+        self._latched = True
+        self._endpoint.datagram_received(data)
+
+    def _send(self, data: bytes) -> None:
+        if self._peer is not None:
+            self._relay.send_raw(*self._where, data, self._peer)
+
+    def _connected(self, event: HandshakeCompleted) -> None:
+        self.keys = event.keys
+        self._install = asyncio.get_running_loop().create_task(self._install_keys())
+        if self._on_connected is not None:
+            self._on_connected(event)
+
+    async def _install_keys(self) -> None:
+        try:
+            await self._relay.update_leg(*self._where, self.config(self._base))
+        except MediaError as exc:
+            self._failed(f"key-install: {type(exc).__name__}")
+
+    def _failed(self, reason: str) -> None:
+        self.failed = reason
+        self._on_failed(reason)
