@@ -171,7 +171,7 @@ class MediaRelay:
 
     def _rtcp_socket(self, sess: _Session, ep: LegStream) -> None:
         """The answer refused rtcp-mux on a leg offered with it: bind the reserved odd port."""
-        if ep.send_rtcp is not ep.send_rtp:
+        if ep.send_rtcp != ep.send_rtp:  # already has its own RTCP socket
             return
         try:
             rtcp = self._bind(ep.port + 1)
