@@ -1,0 +1,366 @@
+"""Transaction layer (RFC 3261 §17, RFC 6026), driven with explicit time: no sleeps, no sockets."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from gateway.sip.events import (
+    AckTimeout,
+    CancelReceived,
+    RequestReceived,
+    ResponseReceived,
+    Terminated,
+    TimedOut,
+    TransportFailed,
+)
+from gateway.sip.message import SipRequest, SipResponse, parse_message
+from gateway.sip.transaction import MAGIC_COOKIE, Timers, TransactionLayer, new_branch
+
+T = Timers(t1=0.5, t2=4.0, t4=5.0)
+PEER = ("192.0.2.7", 5060)
+
+
+def request(method: str = "INVITE", branch: str | None = None, cseq: int = 1,
+            via_host: str = "192.0.2.7") -> SipRequest:
+    branch = branch or new_branch()
+    data = (f"{method} sip:bob@example.com SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP {via_host}:5060;branch={branch}\r\n"
+            f"From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>\r\n"
+            f"Call-ID: call-1@example.com\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n"
+            f"Content-Length: 0\r\n\r\n").encode()
+    msg = parse_message(data)
+    assert isinstance(msg, SipRequest)
+    return msg
+
+
+def response(req: SipRequest, status: int, to_tag: str | None = "b1") -> SipResponse:
+    resp = req.create_response(status, to_tag=to_tag)
+    out = parse_message(resp.to_bytes())
+    assert isinstance(out, SipResponse)
+    return out
+
+
+def events(layer: TransactionLayer) -> list[object]:
+    out = []
+    while (e := layer.next_event()) is not None:
+        out.append(e)
+    return out
+
+
+def sent(layer: TransactionLayer) -> list[bytes]:
+    return [t.data for t in layer.messages_to_send()]
+
+
+def run_until(layer: TransactionLayer, end: float) -> list[float]:
+    """Fire every timer up to ``end``; returns the times at which something was sent."""
+    times = []
+    while (when := layer.get_timer()) is not None and when <= end:
+        layer.handle_timer(when)
+        if layer.messages_to_send():
+            times.append(round(when, 3))
+    return times
+
+
+# ------------------------------------------------------------------ INVITE client
+
+
+def test_invite_client_timer_a_doubles_and_b_times_out() -> None:
+    layer = TransactionLayer(T)
+    tid = layer.send_request(request(), PEER, reliable=False, now=0.0)
+    assert len(sent(layer)) == 1
+    times = run_until(layer, 40.0)
+    assert times == [0.5, 1.5, 3.5, 7.5, 15.5, 31.5]
+    ev = events(layer)
+    assert TimedOut(tid) in ev and Terminated(tid) in ev
+    assert len(layer) == 0
+
+
+def test_invite_client_reliable_no_retransmission() -> None:
+    layer = TransactionLayer(T)
+    tid = layer.send_request(request(), PEER, reliable=True, now=0.0)
+    sent(layer)
+    assert run_until(layer, 40.0) == []
+    assert TimedOut(tid) in events(layer)
+
+
+def test_invite_client_non_2xx_generates_ack_and_absorbs_retransmissions() -> None:
+    layer = TransactionLayer(T)
+    req = request()
+    tid = layer.send_request(req, PEER, reliable=False, now=0.0)
+    sent(layer)
+    layer.receive(response(req, 180), PEER, False, 0.1)
+    assert [type(e) for e in events(layer)] == [ResponseReceived]
+    assert run_until(layer, 10.0) == []  # timer A stopped by the provisional
+    busy = response(req, 486)
+    layer.receive(busy, PEER, False, 10.0)
+    (ack_data,) = sent(layer)
+    ack = parse_message(ack_data)
+    assert isinstance(ack, SipRequest) and ack.method == "ACK"
+    assert ack.branch == req.branch and ack.cseq.method == "ACK" and ack.cseq.number == 1
+    assert ack.to.tag == "b1" and str(ack.uri) == str(req.uri)
+    ev = events(layer)
+    assert [e.response.status for e in ev if isinstance(e, ResponseReceived)] == [486]
+    layer.receive(busy, PEER, False, 11.0)
+    assert sent(layer) == [ack_data] and events(layer) == []
+    run_until(layer, 10.0 + 31.9)
+    assert layer.state(tid) == "completed"
+    run_until(layer, 10.0 + 32.0)
+    assert Terminated(tid) in events(layer)
+
+
+def test_invite_client_2xx_accepted_then_retransmitted_2xx_passed_up() -> None:
+    layer = TransactionLayer(T)
+    req = request()
+    tid = layer.send_request(req, PEER, reliable=False, now=0.0)
+    sent(layer)
+    ok = response(req, 200)
+    layer.receive(ok, PEER, False, 0.2)
+    assert layer.state(tid) == "accepted" and sent(layer) == []  # the TU ACKs a 2xx
+    layer.receive(ok, PEER, False, 0.7)
+    assert [e.response.status for e in events(layer) if isinstance(e, ResponseReceived)] == \
+        [200, 200]
+    run_until(layer, 0.2 + 32.0)
+    assert Terminated(tid) in events(layer)
+
+
+def test_stray_response_reported_without_tid() -> None:
+    layer = TransactionLayer(T)
+    layer.receive(response(request(), 200), PEER, False, 0.0)
+    (ev,) = events(layer)
+    assert isinstance(ev, ResponseReceived) and ev.tid is None
+
+
+# ------------------------------------------------------------------ non-INVITE client
+
+
+def test_non_invite_client_timer_e_caps_at_t2_and_f_fires() -> None:
+    layer = TransactionLayer(T)
+    tid = layer.send_request(request("OPTIONS"), PEER, reliable=False, now=0.0)
+    sent(layer)
+    times = run_until(layer, 40.0)
+    assert times[:5] == [0.5, 1.5, 3.5, 7.5, 11.5]
+    assert all(b - a == pytest.approx(4.0) for a, b in itertools.pairwise(times[4:]))
+    assert max(times) < 32.0
+    assert TimedOut(tid) in events(layer)
+
+
+def test_non_invite_client_provisional_sets_interval_to_t2_then_final_waits_k() -> None:
+    layer = TransactionLayer(T)
+    req = request("BYE")
+    tid = layer.send_request(req, PEER, reliable=False, now=0.0)
+    sent(layer)
+    layer.receive(response(req, 100), PEER, False, 0.1)
+    assert run_until(layer, 0.6) == [0.5]
+    assert run_until(layer, 4.6) == [4.5]
+    layer.receive(response(req, 200), PEER, False, 5.0)
+    layer.receive(response(req, 200), PEER, False, 5.1)
+    statuses = [e.response.status for e in events(layer) if isinstance(e, ResponseReceived)]
+    assert statuses == [100, 200]
+    assert layer.state(tid) == "completed"
+    run_until(layer, 10.0)
+    assert layer.state(tid) is None
+
+
+def test_non_invite_client_reliable_final_terminates_at_once() -> None:
+    layer = TransactionLayer(T)
+    req = request("OPTIONS")
+    tid = layer.send_request(req, PEER, reliable=True, now=0.0)
+    layer.receive(response(req, 200), PEER, True, 0.1)
+    assert Terminated(tid) in events(layer) and layer.get_timer() is None
+
+
+def test_transport_error_ends_transaction() -> None:
+    layer = TransactionLayer(T)
+    tid = layer.send_request(request("OPTIONS"), PEER, reliable=True, now=0.0)
+    layer.transport_error(tid, 0.1)
+    assert events(layer) == [TransportFailed(tid), Terminated(tid)]
+
+
+def test_send_request_refuses_ack_and_reused_branch() -> None:
+    layer = TransactionLayer(T)
+    with pytest.raises(ValueError):
+        layer.send_request(request("ACK"), PEER, False, 0.0)
+    with pytest.raises(ValueError):
+        layer.send_request(request("OPTIONS", branch="1234"), PEER, False, 0.0)
+    req = request("OPTIONS")
+    layer.send_request(req, PEER, False, 0.0)
+    with pytest.raises(ValueError):
+        layer.send_request(req, PEER, False, 0.0)
+
+
+# ------------------------------------------------------------------ INVITE server
+
+
+def test_invite_server_sends_trying_and_absorbs_retransmission() -> None:
+    layer = TransactionLayer(T)
+    req = request()
+    layer.receive(req, PEER, False, 0.0)
+    (trying,) = sent(layer)
+    assert trying.startswith(b"SIP/2.0 100 Trying")
+    (ev,) = events(layer)
+    assert isinstance(ev, RequestReceived) and ev.request is req
+    layer.receive(req, PEER, False, 0.5)
+    assert sent(layer) == [trying] and events(layer) == []
+    ringing = response(req, 180)
+    assert layer.send_response(ev.tid, ringing, 0.6)
+    layer.receive(req, PEER, False, 1.0)
+    assert sent(layer)[-1] == ringing.to_bytes()
+
+
+def test_invite_server_non_2xx_timer_g_h_and_ack_absorbed() -> None:
+    layer = TransactionLayer(T)
+    req = request()
+    layer.receive(req, PEER, False, 0.0)
+    (ev,) = events(layer)
+    sent(layer)
+    assert layer.send_response(ev.tid, response(req, 486), 1.0)
+    assert not layer.send_response(ev.tid, response(req, 200), 1.0)
+    assert len(sent(layer)) == 1
+    assert run_until(layer, 8.5) == [1.5, 2.5, 4.5, 8.5]
+    layer.receive(req, PEER, False, 8.6)
+    assert len(sent(layer)) == 1  # retransmitted INVITE gets the final response again
+    ack = request("ACK", branch=req.branch)
+    layer.receive(ack, PEER, False, 8.7)
+    assert events(layer) == [] and layer.state(ev.tid) == "confirmed"
+    assert run_until(layer, 20.0) == []
+    assert Terminated(ev.tid) in events(layer)
+
+
+def test_invite_server_timer_h_reports_missing_ack() -> None:
+    layer = TransactionLayer(T)
+    req = request()
+    layer.receive(req, PEER, True, 0.0)
+    (ev,) = events(layer)
+    layer.send_response(ev.tid, response(req, 404), 0.0)
+    assert len(sent(layer)) == 2  # 100 Trying, 404
+    assert run_until(layer, 40.0) == []
+    assert events(layer) == [AckTimeout(ev.tid), Terminated(ev.tid)]
+
+
+def test_invite_server_2xx_retransmitted_until_ack() -> None:
+    layer = TransactionLayer(T)
+    req = request()
+    layer.receive(req, PEER, False, 0.0)
+    (ev,) = events(layer)
+    sent(layer)
+    layer.send_response(ev.tid, response(req, 200), 1.0)
+    sent(layer)
+    assert run_until(layer, 4.0) == [1.5, 2.5]
+    layer.receive(req, PEER, False, 4.0)  # INVITE retransmission absorbed in Accepted
+    assert sent(layer) == [] and events(layer) == []
+    ack = request("ACK")  # a 2xx ACK has its own branch
+    layer.receive(ack, PEER, False, 4.1)
+    (ack_ev,) = events(layer)
+    assert isinstance(ack_ev, RequestReceived) and ack_ev.tid is None
+    assert run_until(layer, 40.0) == []
+    assert events(layer) == [Terminated(ev.tid)]
+
+
+def test_invite_server_2xx_without_ack_times_out() -> None:
+    layer = TransactionLayer(T)
+    req = request()
+    layer.receive(req, PEER, False, 0.0)
+    (ev,) = events(layer)
+    layer.send_response(ev.tid, response(req, 200), 0.0)
+    run_until(layer, 40.0)
+    assert events(layer) == [AckTimeout(ev.tid), Terminated(ev.tid)]
+
+
+def test_cancel_matches_invite_and_is_answered() -> None:
+    layer = TransactionLayer(T)
+    req = request()
+    layer.receive(req, PEER, False, 0.0)
+    (ev,) = events(layer)
+    sent(layer)
+    cancel = request("CANCEL", branch=req.branch)
+    layer.receive(cancel, PEER, False, 0.5)
+    (ok,) = sent(layer)
+    assert ok.startswith(b"SIP/2.0 200 OK") and b"CANCEL" in ok
+    assert events(layer) == [CancelReceived(ev.tid, cancel)]
+    assert layer.send_response(ev.tid, response(req, 487), 0.6)
+
+
+def test_cancel_without_invite_gets_481() -> None:
+    layer = TransactionLayer(T)
+    layer.receive(request("CANCEL"), PEER, False, 0.0)
+    (data,) = sent(layer)
+    assert data.startswith(b"SIP/2.0 481")
+    assert events(layer) == []
+
+
+def test_cancel_matching_by_sent_by_not_only_branch() -> None:
+    layer = TransactionLayer(T)
+    req = request()
+    layer.receive(req, PEER, False, 0.0)
+    sent(layer)
+    layer.receive(request("CANCEL", branch=req.branch, via_host="198.51.100.1"), PEER, False, 0.1)
+    assert sent(layer)[0].startswith(b"SIP/2.0 481")
+
+
+def test_rfc2543_fallback_matching() -> None:
+    layer = TransactionLayer(T)
+    req = request(branch="oldstyle")
+    layer.receive(req, PEER, False, 0.0)
+    (ev,) = events(layer)
+    assert ev.tid[0] == "s2543"
+    sent(layer)
+    layer.receive(request(branch="oldstyle"), PEER, False, 0.5)
+    assert len(sent(layer)) == 1 and events(layer) == []  # matched as a retransmission
+    layer.receive(request(branch=MAGIC_COOKIE), PEER, False, 0.6)  # badbranch: cookie only
+    (ev2,) = events(layer)
+    assert ev2.tid[0] == "s2543" and ev2.tid != ev.tid
+
+
+# ------------------------------------------------------------------ non-INVITE server
+
+
+def test_non_invite_server_timer_j_and_retransmissions() -> None:
+    layer = TransactionLayer(T)
+    req = request("OPTIONS")
+    layer.receive(req, PEER, False, 0.0)
+    (ev,) = events(layer)
+    layer.receive(req, PEER, False, 0.2)
+    assert sent(layer) == []  # absorbed in Trying
+    assert layer.send_response(ev.tid, response(req, 200), 0.3)
+    (ok,) = sent(layer)
+    layer.receive(req, PEER, False, 1.0)
+    assert sent(layer) == [ok]
+    run_until(layer, 0.3 + 31.9)
+    assert layer.state(ev.tid) == "completed"
+    run_until(layer, 0.3 + 32.0)
+    assert layer.state(ev.tid) is None
+
+
+def test_non_invite_server_reliable_final_terminates() -> None:
+    layer = TransactionLayer(T)
+    req = request("OPTIONS")
+    layer.receive(req, PEER, True, 0.0)
+    (ev,) = events(layer)
+    layer.send_response(ev.tid, response(req, 200), 0.0)
+    assert Terminated(ev.tid) in events(layer)
+
+
+# ------------------------------------------------------------------ CANCEL from the client side
+
+
+def test_client_cancel_waits_for_provisional() -> None:
+    layer = TransactionLayer(T)
+    req = request()
+    tid = layer.send_request(req, PEER, reliable=False, now=0.0)
+    sent(layer)
+    assert layer.cancel(tid, 0.1)
+    assert sent(layer) == []
+    layer.receive(response(req, 180), PEER, False, 0.2)
+    (cancel_data,) = sent(layer)
+    cancel = parse_message(cancel_data)
+    assert isinstance(cancel, SipRequest) and cancel.method == "CANCEL"
+    assert cancel.branch == req.branch and cancel.cseq.number == req.cseq.number
+    assert cancel.to.tag is None
+    layer.receive(response(cancel, 200), PEER, False, 0.3)
+    layer.receive(response(req, 487), PEER, False, 0.4)
+    statuses = [(e.response.cseq.method, e.response.status) for e in events(layer)
+                if isinstance(e, ResponseReceived)]
+    assert statuses == [("INVITE", 180), ("CANCEL", 200), ("INVITE", 487)]
+    assert not layer.cancel(tid, 0.5)
