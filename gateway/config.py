@@ -73,6 +73,7 @@ class LoggingSection:
     level: str = "info"
     format: Literal["kv", "json"] = "kv"
     file: Path | None = None
+    security_file: Path | None = None  # security events as JSON lines for a SIEM
 
 
 @dataclass(frozen=True, slots=True)
@@ -431,7 +432,8 @@ def _logging(r: _Reader, base: Path) -> LoggingSection:
     d = LoggingSection()
     level = r.choice("level", ("debug", "info", "warning", "error"), d.level)
     out = LoggingSection(level=level, format=r.choice("format", ("kv", "json"), d.format),
-                         file=r.path_value("file", None, base))
+                         file=r.path_value("file", None, base),
+                         security_file=r.path_value("security_file", None, base))
     r.finish()
     return out
 

@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import IO, Any
 
+from gateway.config import Config
 from gateway.ops.log import ROOT, RedactingFilter
 
 SECURITY_LOGGER = f"{ROOT}.security"
@@ -28,6 +29,7 @@ class SiemHandler(logging.Handler):
         if (stream is None) == (path is None):
             raise ValueError("give exactly one of stream or path")
         self._own = path is not None
+        self.path = path
         self._stream: IO[str] = (open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
                                  if path is not None else stream)  # type: ignore[assignment]
         self.counts: Counter[str] = Counter()
@@ -75,3 +77,17 @@ def attach_siem(stream: IO[str] | None = None, path: Path | None = None) -> Siem
 def detach_siem(handler: SiemHandler) -> None:
     logging.getLogger(SECURITY_LOGGER).removeHandler(handler)
     handler.close()
+
+
+def configure_siem(config: Config, current: SiemHandler | None = None) -> SiemHandler | None:
+    """(Re)attach the sink that ``[logging] security_file`` names; call at start and on reload.
+
+    Returns the handler now attached (None when no file is configured); the previous one is
+    detached, so a reload that changes or removes the path takes effect.
+    """
+    path = config.logging.security_file
+    if current is not None:
+        if path is not None and current.path == path:
+            return current
+        detach_siem(current)
+    return attach_siem(path=path) if path is not None else None

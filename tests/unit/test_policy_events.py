@@ -55,3 +55,20 @@ def test_events_reach_sink_even_when_log_level_is_error() -> None:
         root.setLevel(old)
         logging.getLogger("srtpgw.security").setLevel(logging.NOTSET)
     assert json.loads(buf.getvalue())["kind"] == "acl.denied"
+
+
+def test_configure_siem_follows_config(tmp_path: Path) -> None:
+    from gateway.policy.events import configure_siem
+    from tests.security.policy_configs import make_config
+
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    h = configure_siem(make_config(logging={"security_file": str(first)}))
+    assert h is not None
+    security_event("pike.ban", source="127.0.0.2")
+    assert configure_siem(make_config(logging={"security_file": str(first)}), h) is h
+    h2 = configure_siem(make_config(logging={"security_file": str(second)}), h)
+    security_event("pike.ban", source="127.0.0.3")
+    assert configure_siem(make_config(), h2) is None
+    security_event("pike.ban", source="127.0.0.4")
+    assert json.loads(first.read_text())["source"] == "127.0.0.2"
+    assert json.loads(second.read_text())["source"] == "127.0.0.3"
