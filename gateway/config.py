@@ -120,6 +120,7 @@ class SipSection:
     max_connection_buffer: int = 131072
     keepalive_interval: float = 30.0
     session_expires: int = 1800
+    header_timeout: float = 10.0  # a stream's header section must complete within this (slow loris)
 
 
 @dataclass(frozen=True, slots=True)
@@ -498,6 +499,7 @@ def _sip(r: _Reader) -> SipSection:
                                        4096, 1 << 24, True),
         keepalive_interval=r.number("keepalive_interval", d.keepalive_interval, 0, 3600),
         session_expires=r.number("session_expires", d.session_expires, 90, 86400, True),
+        header_timeout=r.number("header_timeout", d.header_timeout, 0.1, 600),
     )
     if out.t2 < out.t1:
         raise r.error("t2", f"must be >= t1 ({out.t1}); got {out.t2}")
