@@ -92,10 +92,11 @@ class LegStream:
     def rtp_in(self, buf: PacketBuffer, n: int, addr: Address) -> int:
         """Check an RTP packet from ``addr`` and prepare it for the peer; bytes to send or 0."""
         lenp = buf.length
-        if self.rx_handle is not None:
-            lenp[0] = n
+        lenp[0] = n
+        rx = self.rx_handle
+        if rx is not None:
             if self.rx_alt_handle is None:
-                status = unprotect_rtp(self.rx_handle, buf.cdata, lenp)
+                status = unprotect_rtp(rx, buf.cdata, lenp)
             else:
                 status = self._unprotect_rekey(buf, n, unprotect_rtp)
             if status:
@@ -103,7 +104,6 @@ class LegStream:
                 return 0
             if addr != self.latched_rtp:
                 self._latch_rtp(addr)
-            n = lenp[0]
         elif self.secure:
             self.drop_no_keys += 1
             return 0
@@ -111,20 +111,26 @@ class LegStream:
             self.drop_source += 1
             return 0
         self.packets_in += 1
-        self.bytes_in += n
         peer = self.peer
-        if peer.dst_rtp is None:
-            self.drop_no_remote += 1
-            return 0
-        if peer.tx_handle is not None:
-            lenp[0] = n
-            if protect_rtp(peer.tx_handle, buf.cdata, lenp):
+        tx = peer.tx_handle
+        if tx is not None:
+            self.bytes_in += lenp[0]
+            if peer.dst_rtp is None:
+                self.drop_no_remote += 1
+                return 0
+            if protect_rtp(tx, buf.cdata, lenp):
                 self.drop_malformed += 1
                 return 0
             n = lenp[0]
-        elif peer.secure:
-            self.drop_no_keys += 1
-            return 0
+        else:
+            n = lenp[0]
+            self.bytes_in += n
+            if peer.dst_rtp is None:
+                self.drop_no_remote += 1
+                return 0
+            if peer.secure:
+                self.drop_no_keys += 1
+                return 0
         peer.packets_out += 1
         peer.bytes_out += n
         return n
