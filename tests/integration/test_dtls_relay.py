@@ -1,0 +1,251 @@
+"""DTLS-SRTP on a relay leg: a real DTLS peer on one leg, plain RTP on the other, through the
+uvloop relay on loopback. The handshake rides the leg's media socket; the keys land in the
+relay's own SRTP contexts (the SDES hot path)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+
+import pytest
+import uvloop
+from cryptography.hazmat.primitives import hashes
+
+from gateway.config import MediaSection
+from gateway.media.api import LegConfig, SrtpParams
+from gateway.media.dtls_events import HandshakeCompleted
+from gateway.media.dtls_identity import DtlsIdentity
+from gateway.media.dtls_leg import DtlsLeg
+from gateway.media.relay import MediaRelay
+from gateway.media.srtp import SrtpContext
+from gateway.ops.keys import make_self_signed
+from gateway.sdp.dtls import answer_setup, new_tls_id, role_for_setup, role_from_answer
+from tests.integration.test_dtls_engine import BaresipLikePeer
+
+pytestmark = pytest.mark.filterwarnings("ignore:Overriding the \"event_loop_policy\"")
+LOOP = "127.0.0.1"
+
+
+@pytest.fixture
+def event_loop_policy() -> uvloop.EventLoopPolicy:
+    return uvloop.EventLoopPolicy()
+
+
+def free_range(size: int = 40) -> tuple[int, int]:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((LOOP, 0))
+        base = s.getsockname()[1]
+    base = min(base, 65535 - size - 2) & ~1
+    return base, base + size - 1
+
+
+def rtp(seq: int) -> bytes:
+    return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0x5EED) + bytes([seq & 0xFF]) * 160
+
+
+class Plain(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.queue.put_nowait(data)
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        assert self.transport is not None
+        return self.transport.get_extra_info("sockname")[:2]
+
+
+class Call:
+    """One relay session: leg 0 DTLS-SRTP toward ``peer``, leg 1 plain RTP toward ``plain``."""
+
+    def __init__(self, relay: MediaRelay, peer: BaresipLikePeer, plain: Plain,
+                 fingerprints: list[tuple[str, str]] | None = None) -> None:
+        self.relay, self.peer, self.plain = relay, peer, plain
+        self.info = relay.create_session_now()
+        self.sid = self.info.session_id
+        key, cert = make_self_signed("relay dtls")
+        self.identity = DtlsIdentity(cert, key)
+        loop = asyncio.get_running_loop()
+        self.connected: asyncio.Future[HandshakeCompleted] = loop.create_future()
+        self.failed: asyncio.Future[str] = loop.create_future()
+        self.leg = DtlsLeg(relay, self.sid, 0, 0, self.identity, new_tls_id(),
+                           on_failed=lambda r: self.failed.done() or self.failed.set_result(r),
+                           on_connected=lambda e: self.connected.done()
+                           or self.connected.set_result(e),
+                           suites=["AEAD_AES_256_GCM", "AES_CM_128_HMAC_SHA1_80"],
+                           handshake_timeout=3.0)
+        self.fingerprints = fingerprints or [("SHA-256", peer.fingerprint())]
+        self.base = LegConfig(remote_rtp=peer.addr)
+        relay.update_leg_now(self.sid, 0, 0, self.leg.config(self.base))
+        relay.update_leg_now(self.sid, 1, 0, LegConfig(remote_rtp=plain.addr))
+
+    @property
+    def dtls_addr(self) -> tuple[str, int]:
+        return self.info.local(0).rtp
+
+    @property
+    def plain_addr(self) -> tuple[str, int]:
+        return self.info.local(1).rtp
+
+    async def outcome(self) -> object:
+        done, _ = await asyncio.wait([self.connected, self.failed], timeout=8.0,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        assert done, "handshake neither completed nor failed"
+        return done.pop().result()
+
+    async def keyed(self) -> None:
+        for _ in range(100):
+            if self.relay._find(self.sid, 0, 0)[1].rx is not None:
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("keys never reached the relay")
+
+
+@pytest.fixture
+async def relay():
+    lo, hi = free_range()
+    r = MediaRelay(MediaSection(address=LOOP, port_min=lo, port_max=hi))
+    yield r
+    r.close_now()
+
+
+@pytest.fixture
+async def plain():
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(Plain, local_addr=(LOOP, 0))
+    yield proto
+    transport.close()
+
+
+async def recv_from(sock: socket.socket) -> bytes:
+    sock.settimeout(2.0)
+    data, _ = await asyncio.to_thread(sock.recvfrom, 4096)
+    return data
+
+
+@pytest.mark.parametrize(("peer_setup", "our_role"), [("actpass", "client"),
+                                                      ("active", "server")])
+async def test_dtls_leg_to_plain_rtp_both_ways(relay: MediaRelay, plain: Plain,
+                                               peer_setup: str, our_role: str) -> None:
+    """The peer offers; we answer per RFC 5763 §5 and run the handshake in the resulting role."""
+    role = role_for_setup(answer_setup(peer_setup))  # type: ignore[arg-type]
+    assert role == our_role
+    peer = BaresipLikePeer("server" if role == "client" else "client")
+    try:
+        call = Call(relay, peer, plain)
+        assert plain.transport is not None
+        # Before the handshake: plain RTP toward the DTLS leg goes nowhere.
+        plain.transport.sendto(rtp(1), call.plain_addr)
+        await asyncio.sleep(0.1)
+        assert relay.totals().drops["no_keys"] >= 1
+        thread = asyncio.create_task(asyncio.to_thread(peer.handshake, call.dtls_addr))
+        call.leg.start(role, peer.addr, call.fingerprints, call.base)
+        event = await call.outcome()
+        await thread
+        assert peer.error is None and isinstance(event, HandshakeCompleted)
+        assert event.keys.suite == "AES_CM_128_HMAC_SHA1_80"  # all baresip offers
+        await call.keyed()
+        assert peer.tx is not None and peer.rx is not None
+        for seq in range(2, 7):
+            peer.sock.sendto(peer.tx.protect(rtp(seq)), call.dtls_addr)
+            assert await asyncio.wait_for(plain.queue.get(), 2.0) == rtp(seq)
+            plain.transport.sendto(rtp(100 + seq), call.plain_addr)
+            assert peer.rx.unprotect(await recv_from(peer.sock)) == rtp(100 + seq)
+        stats = relay.stats_now(call.sid)
+        assert stats.legs[0][0].packets_in == 5 and stats.legs[0][0].auth_failures == 0
+        call.leg.close()
+    finally:
+        peer.close()
+
+
+async def test_peer_answers_active_and_its_hello_beats_the_answer(relay: MediaRelay,
+                                                                  plain: Plain) -> None:
+    """We offered actpass; the answerer's ClientHello arrives before its SDP answer."""
+    peer = BaresipLikePeer("client")
+    try:
+        call = Call(relay, peer, plain)
+        thread = asyncio.create_task(asyncio.to_thread(peer.handshake, call.dtls_addr))
+        await asyncio.sleep(0.3)  # hello sent and queued by the leg; no answer yet
+        assert call.leg.state == "listening"
+        call.leg.start(role_from_answer("active"), peer.addr, call.fingerprints, call.base)
+        event = await call.outcome()
+        await thread
+        assert isinstance(event, HandshakeCompleted) and peer.error is None
+        await call.keyed()
+        assert peer.tx is not None and plain.transport is not None
+        peer.sock.sendto(peer.tx.protect(rtp(9)), call.dtls_addr)
+        assert await asyncio.wait_for(plain.queue.get(), 2.0) == rtp(9)
+    finally:
+        peer.close()
+
+
+async def test_fingerprint_mismatch_fails_the_leg_and_no_media_flows(
+        relay: MediaRelay, plain: Plain, caplog: pytest.LogCaptureFixture) -> None:
+    peer = BaresipLikePeer("server")
+    try:
+        other = BaresipLikePeer("server")
+        wrong = [("sha-256", other.fingerprint(hashes.SHA256()))]
+        other.close()
+        call = Call(relay, peer, plain, fingerprints=wrong)
+        with caplog.at_level(logging.WARNING, logger="srtpgw.security"):
+            thread = asyncio.create_task(asyncio.to_thread(peer.handshake, call.dtls_addr, 3.0))
+            call.leg.start("client", peer.addr, call.fingerprints, call.base)
+            event = await call.outcome()
+            await thread
+        assert event == "fingerprint-mismatch" and call.leg.state == "failed"
+        assert call.leg.keys is None and relay._find(call.sid, 0, 0)[1].rx is None
+        assert any(r.getMessage() == "dtls.failed" for r in caplog.records)
+        assert plain.transport is not None
+        plain.transport.sendto(rtp(1), call.plain_addr)
+        await asyncio.sleep(0.1)
+        assert relay.stats_now(call.sid).legs[0][0].packets_out == 0
+    finally:
+        peer.close()
+
+
+async def test_dtls_from_a_stranger_is_ignored(relay: MediaRelay, plain: Plain) -> None:
+    peer = BaresipLikePeer("server")
+    stranger = BaresipLikePeer("client")
+    try:
+        call = Call(relay, peer, plain)
+        call.leg.start("client", peer.addr, call.fingerprints, call.base)
+        thread = asyncio.create_task(asyncio.to_thread(peer.handshake, call.dtls_addr))
+        stranger_thread = asyncio.create_task(
+            asyncio.to_thread(stranger.handshake, call.dtls_addr, 0.5))
+        event = await call.outcome()
+        await thread
+        await stranger_thread
+        assert isinstance(event, HandshakeCompleted)
+        assert stranger.error == "timeout" and call.leg.dropped >= 1
+    finally:
+        peer.close()
+        stranger.close()
+
+
+async def test_keyed_dtls_leg_runs_the_sdes_hot_path(relay: MediaRelay, plain: Plain) -> None:
+    """Same contexts as an SDES leg: SrtpContext objects built from SrtpParams of the keys."""
+    peer = BaresipLikePeer("server")
+    try:
+        call = Call(relay, peer, plain)
+        thread = asyncio.create_task(asyncio.to_thread(peer.handshake, call.dtls_addr))
+        call.leg.start("client", peer.addr, call.fingerprints, call.base)
+        event = await call.outcome()
+        await thread
+        assert isinstance(event, HandshakeCompleted)
+        await call.keyed()
+        stream = relay._find(call.sid, 0, 0)[1]
+        assert isinstance(stream.rx, SrtpContext) and isinstance(stream.tx, SrtpContext)
+        assert stream.rx.params == SrtpParams(event.keys.suite, event.keys.rx)
+        assert stream.tx.params == SrtpParams(event.keys.suite, event.keys.tx)
+        cfg = call.leg.config(call.base)
+        assert cfg.dtls and cfg.rx == stream.rx.params
+        assert event.keys.rx.hex() not in repr(cfg) and repr(event.keys.rx) not in repr(cfg)
+    finally:
+        peer.close()
