@@ -7,15 +7,12 @@ the configured certificate identity (RFC 5922) and, if pinned, a certificate fin
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 from dataclasses import dataclass
 
-from cryptography import x509
-from cryptography.x509.oid import ExtensionOID, NameOID
-
 from gateway.config import Config, Trunk
 from gateway.policy.bounded import BoundedTable
+from gateway.sip.identity import identity_matches, normalize_fingerprint
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -30,68 +27,6 @@ class Source:
     port: int
     tls_identities: tuple[str, ...] = ()
     tls_fingerprint: str | None = None
-
-
-class CertificateError(ValueError):
-    """The peer certificate could not be read."""
-
-
-def normalize_identity(name: str) -> str:
-    """RFC 5922 §7.2 compares SIP domains case-insensitively; scheme and root dot are noise."""
-    text = name.strip().lower()
-    for scheme in ("sips:", "sip:"):
-        if text.startswith(scheme):
-            text = text[len(scheme):]
-            break
-    return text.rstrip(".")
-
-
-def normalize_fingerprint(text: str) -> str:
-    """Accept ``AB:CD:..``, ``abcd..`` and an optional ``sha256:``/``sha-256 `` prefix."""
-    t = text.strip().lower()
-    for prefix in ("sha-256 ", "sha256 ", "sha-256:", "sha256:"):
-        if t.startswith(prefix):
-            t = t[len(prefix):]
-            break
-    return t.replace(":", "").strip()
-
-
-def identity_matches(presented: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
-    """True when one presented identity equals one wanted identity; wildcards never match.
-
-    RFC 5922 §7.2: a certificate with a wildcard in a SIP domain identity must not match.
-    """
-    want = {normalize_identity(w) for w in wanted}
-    for p in presented:
-        name = normalize_identity(p)
-        if "*" not in name and name in want:
-            return True
-    return False
-
-
-def cert_identities(der: bytes) -> tuple[str, ...]:
-    """SIP identities of a certificate per RFC 5922 §7.1.
-
-    URI SANs with a sip/sips scheme, then DNS SANs; the subject CN only when the certificate has
-    no subjectAltName at all.
-    """
-    try:
-        cert = x509.load_der_x509_certificate(der)
-    except ValueError as exc:
-        raise CertificateError(f"unreadable certificate: {exc}") from None
-    try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
-    except x509.ExtensionNotFound:
-        cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        return tuple(str(a.value) for a in cns)
-    uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier)
-            if u.lower().startswith(("sip:", "sips:"))]
-    return tuple(uris) + tuple(san.get_values_for_type(x509.DNSName))
-
-
-def cert_fingerprint(der: bytes) -> str:
-    """sha256 of the DER certificate, lower-case hex without separators."""
-    return hashlib.sha256(der).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +74,7 @@ class Acl:
             if not _in(addr, r.networks):
                 continue
             if r.trunk.transport == "tls" or source.transport == "tls":
-                if r.identities and not identity_matches(source.tls_identities, r.identities):
+                if r.identities and not identity_matches(r.identities, source.tls_identities):
                     continue
                 if r.fingerprints and (source.tls_fingerprint is None or normalize_fingerprint(
                         source.tls_fingerprint) not in r.fingerprints):
@@ -157,7 +92,7 @@ class Acl:
             return "source-not-allowed"
         if any(r.identities for r in rules) and not source.tls_identities:
             return "no-client-certificate"
-        if any(r.identities and not identity_matches(source.tls_identities, r.identities)
+        if any(r.identities and not identity_matches(r.identities, source.tls_identities)
                for r in rules):
             return "identity-mismatch"
         return "fingerprint-mismatch"

@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from gateway.ops.keys import init_keys
-from gateway.policy.acl import (
-    Acl,
-    CertificateError,
-    Source,
-    cert_fingerprint,
-    cert_identities,
-    identity_matches,
-)
+from gateway.policy.acl import Acl, Source
+from gateway.sip.identity import cert_identities
 from tests.security.policy_configs import make_config
 
 
@@ -64,9 +57,10 @@ def test_tls_identity() -> None:
     assert acl.why_not(tls("127.0.0.5")) == "no-client-certificate"
 
 
-def test_wildcards_never_match() -> None:
-    assert not identity_matches(("*.example.test",), ("*.example.test",))
-    assert identity_matches(("sips:a.example.test",), ("a.example.test",))
+def test_wildcard_certificate_never_matches() -> None:
+    acl = Acl(make_config(trunk1={"tls_identity": ["*.example.test"]}))
+    assert acl.classify(tls("127.0.0.5", "*.example.test")) is None
+    assert acl.classify(tls("127.0.0.5", "sip:carrier.example.test")) is None
 
 
 def test_fingerprint_pinning() -> None:
@@ -79,12 +73,9 @@ def test_fingerprint_pinning() -> None:
     assert acl.why_not(tls("127.0.0.1", "sip:carrier.example.test")) == "fingerprint-mismatch"
 
 
-def test_cert_identities_from_real_cert(tmp_path: Path) -> None:
+def test_identities_of_a_real_client_certificate(tmp_path: Path) -> None:
     init_keys(tmp_path)
     cert = x509.load_pem_x509_certificate((tmp_path / "peer.crt").read_bytes())
-    der = cert.public_bytes(Encoding.DER)
-    ids = cert_identities(der)
-    assert "sip:peer.srtpgw.test" in ids and "peer.srtpgw.test" in ids
-    assert len(cert_fingerprint(der)) == 64
-    with pytest.raises(CertificateError):
-        cert_identities(b"\x30\x03garbage")
+    ids = cert_identities(cert.public_bytes(Encoding.DER))
+    acl = Acl(make_config(trunk1={"tls_identity": ["sip:peer.srtpgw.test"]}))
+    assert acl.classify(tls("127.0.0.1", *ids)).name == "carrier"
