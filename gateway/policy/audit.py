@@ -103,6 +103,15 @@ def _sdes_over_clear(cfg: Config) -> Iterator[Finding]:
                           + ("" if ok else ": anyone on the path reads the media keys"))
 
 
+def _secure_media(cfg: Config) -> Iterator[Finding]:
+    for t in cfg.trunks:
+        if t.secure:
+            ok = t.media in ("srtp", "dtls-srtp")
+            yield Finding(f"trunk.{t.name}.media_required", "MUST", "PASS" if ok else "FAIL",
+                          f"secure trunk media = {t.media}"
+                          + ("" if ok else ": plain RTP would be accepted from an interconnect"))
+
+
 def _suites(cfg: Config) -> Iterator[Finding]:
     for t in cfg.trunks:
         if t.media == "rtp":
@@ -202,7 +211,7 @@ def _admin(cfg: Config) -> Iterator[Finding]:
 
 
 CHECKS: tuple[Check, ...] = (_tls_version, _tls_ciphers, _mtls, _secure_signalling,
-                             _sdes_over_clear, _suites, _acl, _rate_limits, _pike,
+                             _sdes_over_clear, _secure_media, _suites, _acl, _rate_limits, _pike,
                              _unknown_sources, _topology, _dtls, _admin)
 
 

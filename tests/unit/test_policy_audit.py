@@ -60,6 +60,12 @@ def test_warnings_do_not_fail() -> None:
     assert run_audit(cfg)[1] == 0
 
 
+def test_secure_trunk_with_optional_srtp_fails() -> None:
+    cfg = make_config(trunk1={"media": "srtp-optional"})
+    assert outcomes(cfg)["trunk.carrier.media_required"] == "FAIL MUST"
+    assert outcomes(make_config())["trunk.carrier.media_required"] == "PASS MUST"
+
+
 def test_open_acl_fails() -> None:
     cfg = make_config(trunk0={"allowed_sources": ["0.0.0.0/0"]})
     assert outcomes(cfg)["trunk.pbx.allowed_sources"] == "FAIL MUST"
