@@ -1,7 +1,8 @@
 """Call detail records: one JSON line per finished call, written with size-based rotation.
 
-A call gets one correlation id (``call_ref``) of our own when it arrives; both legs log with it,
-and its CDR carries it, so ``grep call_ref=...`` finds every line of one call across both dialogs.
+A call's correlation id is the B2BUA's own call id (``Call.id``, not a SIP Call-ID): both legs
+log with it as ``call=...`` and its CDR carries it as ``"call"``, so one grep finds every line of
+one call across both dialogs.
 A CDR holds what happened to each leg (trunk, codec, suite, packet counts, auth failures) and
 never key material: ``LegRecord`` has no field that could hold a key.
 """
@@ -10,45 +11,15 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gateway.config import CdrSection
-from gateway.ops.log import StructLogger, get_logger, redact_text
+from gateway.ops.log import get_logger, redact_text
 
 log = get_logger("cdr")
-
-CORRELATION_FIELD = "call_ref"
-
-
-def new_call_ref() -> str:
-    """A short random id naming one call across both legs, logs and its CDR."""
-    return secrets.token_hex(8)
-
-
-class CallLog:
-    """A logger that stamps every line with the call's correlation id."""
-
-    __slots__ = ("_log", "call_ref")
-
-    def __init__(self, logger: StructLogger, call_ref: str) -> None:
-        self._log = logger
-        self.call_ref = call_ref
-
-    def debug(self, event: str, **fields: Any) -> None:
-        self._log.debug(event, call_ref=self.call_ref, **fields)
-
-    def info(self, event: str, **fields: Any) -> None:
-        self._log.info(event, call_ref=self.call_ref, **fields)
-
-    def warning(self, event: str, **fields: Any) -> None:
-        self._log.warning(event, call_ref=self.call_ref, **fields)
-
-    def error(self, event: str, **fields: Any) -> None:
-        self._log.error(event, call_ref=self.call_ref, **fields)
 
 
 @dataclass(slots=True)
@@ -71,7 +42,7 @@ class LegRecord:
 
 @dataclass(slots=True)
 class CallRecord:
-    call_ref: str
+    call: str
     from_trunk: str
     to_trunk: str | None
     start: float  # unix time the INVITE arrived
@@ -129,7 +100,7 @@ class CdrWriter:
         except OSError as exc:
             self.errors += 1
             log.error("cdr.write_failed", path=str(path), error=exc.strerror or str(exc),
-                      call_ref=record.call_ref)
+                      call=record.call)
             return
         self.written += 1
 

@@ -53,7 +53,7 @@ def render_status(doc: dict[str, Any], out: TextIO) -> None:
     out.write(f"\nactive calls: {calls.get('active', 0)}\n")
     listing = calls.get("list") or []
     if listing:
-        cols = ("call_ref", "from_trunk", "to_trunk", "state", "duration", "media")
+        cols = ("call", "from_trunk", "to_trunk", "state", "duration", "media")
         rows = [tuple(c.upper() for c in cols)]
         rows += [tuple(str(c.get(k, "")) for k in cols) for c in listing]
         _table(rows, out)

@@ -90,7 +90,7 @@ class View:
         return dict(self.bound)
 
     def calls(self) -> list[dict[str, Any]]:
-        return [{"call_ref": "a1b2c3d4e5f60718", "from_trunk": "pbx", "to_trunk": "carrier",
+        return [{"call": "a1b2c3d4e5f60718", "from_trunk": "pbx", "to_trunk": "carrier",
                  "state": "confirmed", "duration": 12.5, "media": "rtp/srtp"}
                 for _ in range(sum(self.stats_value.calls_active.values()))]
 
