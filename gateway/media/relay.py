@@ -1,9 +1,12 @@
 """The in-process media relay: sockets, readers and the inactivity timer around LegStream.
 
-Each leg's stream owns a non-blocking UDP socket (two without rtcp-mux) registered with
-``loop.add_reader``; one wakeup drains the socket with ``recvfrom_into`` into a single shared
-buffer until it would block, so a burst costs one wakeup. The packet is checked and re-protected
-in place by ``LegStream`` and sent from the peer leg's socket. RFC 7983 demultiplexing: first byte
+Each leg's stream owns a non-blocking UDP socket (two without rtcp-mux). All of them sit in one
+epoll set, and only that epoll descriptor is registered with the event loop: one wakeup polls the
+set and reads one packet from every ready socket with ``recvfrom_into`` into a single shared
+buffer, then polls again while packets keep coming, so a busy relay pays one loop wakeup and one
+``epoll_wait`` for many packets on many sockets (and no EAGAIN read per packet: the set is
+level-triggered). The packet is checked and re-protected in place by ``LegStream`` and sent from
+the peer leg's socket. RFC 7983 demultiplexing: first byte
 128..191 is RTP/RTCP (RTCP when the payload type byte is 192..223, RFC 5761), 20..63 is DTLS and
 goes to the handler the DTLS layer attached. Run it on uvloop.
 """
@@ -13,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import select
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 from gateway.config import MediaSection
 from gateway.media.api import (
@@ -39,7 +44,8 @@ from gateway.ops.log import get_logger
 
 log = get_logger("media")
 
-DRAIN_LIMIT = 64  # packets read per wakeup before yielding to other sockets
+POLL_ROUNDS = 8     # epoll rounds per loop wakeup before yielding to other loop work
+POLL_EVENTS = 1024  # ready sockets taken per round
 _COUNTERS = ("packets_in", "bytes_in", "packets_out", "bytes_out")
 _DROPS = ("source", "auth", "replay", "plain_rtcp", "no_keys", "no_remote", "malformed",
           "send_error")
@@ -81,6 +87,14 @@ class MediaRelay:
         self._closed_totals = dict.fromkeys((*_COUNTERS, *_DROPS), 0)
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._epoll = select.epoll()
+        self._slots: dict[int, tuple[LegStream, Any, bool]] = {}
+        self._loop.add_reader(self._epoll.fileno(), self._on_events)
+
+    def _watch(self, ep: LegStream, sock: socket.socket, rtcp_port: bool) -> None:
+        fd = sock.fileno()
+        self._slots[fd] = (ep, sock.recvfrom_into, rtcp_port)
+        self._epoll.register(fd, select.EPOLLIN)
 
     # ------------------------------------------------------------------ sessions
 
@@ -161,11 +175,11 @@ class MediaRelay:
                 rtcp: socket.socket | None) -> None:
         sess.sockets.append(rtp)
         ep.send_rtp = rtp.sendto
-        self._loop.add_reader(rtp.fileno(), self._on_readable, ep, rtp, False)
+        self._watch(ep, rtp, False)
         if rtcp is not None:
             sess.sockets.append(rtcp)
             ep.send_rtcp = rtcp.sendto
-            self._loop.add_reader(rtcp.fileno(), self._on_readable, ep, rtcp, True)
+            self._watch(ep, rtcp, True)
         else:
             ep.send_rtcp = rtp.sendto
 
@@ -180,7 +194,7 @@ class MediaRelay:
             return
         sess.sockets.append(rtcp)
         ep.send_rtcp = rtcp.sendto
-        self._loop.add_reader(rtcp.fileno(), self._on_readable, ep, rtcp, True)
+        self._watch(ep, rtcp, True)
 
     async def update_leg(self, session_id: str, leg: int, stream: int, cfg: LegConfig) -> None:
         self.update_leg_now(session_id, leg, stream, cfg)
@@ -229,7 +243,9 @@ class MediaRelay:
                 ep.close()
                 self._pool.release(ep.port)
         for sock in sess.sockets:
-            self._loop.remove_reader(sock.fileno())
+            fd = sock.fileno()
+            self._slots.pop(fd, None)
+            self._epoll.unregister(fd)
             sock.close()
         sess.sockets.clear()
 
@@ -262,6 +278,9 @@ class MediaRelay:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if not self._epoll.closed:
+            self._loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
 
     # ------------------------------------------------------------------ DTLS hook
 
@@ -282,45 +301,54 @@ class MediaRelay:
 
     # ------------------------------------------------------------------ hot path
 
-    def _on_readable(self, ep: LegStream, sock: socket.socket, rtcp_port: bool) -> None:
+    def _on_events(self) -> None:
         buf = self._buf
         data = buf.data
         view = buf.view
-        recv = sock.recvfrom_into
-        for _ in range(DRAIN_LIMIT):
-            try:
-                n, addr = recv(data, MAX_PACKET)
-            except (BlockingIOError, InterruptedError):
+        slots = self._slots
+        poll = self._epoll.poll
+        for _ in range(POLL_ROUNDS):
+            events = poll(0, POLL_EVENTS)
+            if not events:
                 return
-            except OSError:
-                ep.drop_malformed += 1
-                return
-            first = data[0]
-            if 127 < first < 192 and n >= 8:
-                if rtcp_port or (191 < data[1] < 224):
-                    m = ep.rtcp_in(buf, n, addr)
-                    if m:
-                        peer = ep.peer
-                        try:
-                            peer.send_rtcp(view[:m], peer.dst_rtcp)  # type: ignore[misc]
-                        except OSError:
-                            peer.packets_out -= 1
-                            ep.drop_send_error += 1
-                elif n >= 12:
-                    m = ep.rtp_in(buf, n, addr)
-                    if m:
-                        peer = ep.peer
-                        try:
-                            peer.send_rtp(view[:m], peer.dst_rtp)  # type: ignore[misc]
-                        except OSError:
-                            peer.packets_out -= 1
-                            ep.drop_send_error += 1
+            for fd, _ev in events:
+                slot = slots.get(fd)
+                if slot is None:
+                    continue
+                ep, recv, rtcp_port = slot
+                try:
+                    n, addr = recv(data, MAX_PACKET)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    ep.drop_malformed += 1
+                    continue
+                first = data[0]
+                if 127 < first < 192 and n >= 8:
+                    if rtcp_port or (191 < data[1] < 224):
+                        m = ep.rtcp_in(buf, n, addr)
+                        if m:
+                            peer = ep.peer
+                            try:
+                                peer.send_rtcp(view[:m], peer.dst_rtcp)  # type: ignore[misc]
+                            except OSError:
+                                peer.packets_out -= 1
+                                ep.drop_send_error += 1
+                    elif n >= 12:
+                        m = ep.rtp_in(buf, n, addr)
+                        if m:
+                            peer = ep.peer
+                            try:
+                                peer.send_rtp(view[:m], peer.dst_rtp)  # type: ignore[misc]
+                            except OSError:
+                                peer.packets_out -= 1
+                                ep.drop_send_error += 1
+                    else:
+                        ep.drop_malformed += 1
+                elif 19 < first < 64 and ep.dtls_handler is not None:
+                    ep.dtls_handler(bytes(view[:n]), addr)
                 else:
                     ep.drop_malformed += 1
-            elif 19 < first < 64 and ep.dtls_handler is not None:
-                ep.dtls_handler(bytes(view[:n]), addr)
-            else:
-                ep.drop_malformed += 1
 
     # ------------------------------------------------------------------ inactivity
 

@@ -1,0 +1,319 @@
+"""Media relay load test: the relay in its own process, a paced RTP/SRTP generator in this one.
+
+N sessions (default 200), each with a plain RTP endpoint on leg 0 and an SRTP endpoint on leg 1,
+both sending 20 ms packets to the relay; the offered rate is spread evenly over the 2N streams.
+Every received packet is verified (the SRTP side decrypts it with the relay's outbound key, the
+plain side checks the sender's SSRC). Reports delivered pps, loss, one-way latency through the
+relay (p50/p99, sender clock to receiver clock, both CLOCK_MONOTONIC), relay CPU µs/packet
+(utime+stime from /proc/<pid>/stat over relayed packets), relay RSS per session and the
+generator's own CPU. Progress line each second, then a table and one JSON line.
+
+    .venv/bin/python benchmarks/media_load.py [--sessions 200] [--pps 20000] [--duration 10]
+
+The generator (``LoadGenerator``) is reusable against any relay: make it, read
+``endpoints(i)`` to tell the relay where session i's peers are, call ``set_target`` with the
+relay's addresses and keys for session i, then ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.media.api import Address, LegConfig, SrtpParams, generate_params
+from gateway.media.control import RelayClient
+from gateway.media.srtp import MAX_PACKET, PacketBuffer, SrtpContext, protect_rtp, unprotect_rtp
+
+PAYLOAD = 160  # PCMU, 20 ms
+_HDR = struct.Struct("!BBHII")
+_STAMP = struct.Struct("!Q")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class _Target:
+    plain_to: Address        # relay's address for the plain endpoint (leg 0)
+    srtp_to: Address         # relay's address for the SRTP endpoint (leg 1)
+    tx: SrtpContext | None   # what the SRTP endpoint encrypts with (the relay's rx key)
+    rx: SrtpContext | None   # what the relay encrypts with towards the SRTP endpoint
+
+
+@dataclass
+class LoadResult:
+    offered_pps: float
+    duration: float
+    sent: int
+    received: int
+    bad: int
+    latencies_us: list[float] = field(repr=False)
+    generator_cpu_s: float = 0.0
+
+    @property
+    def loss_pct(self) -> float:
+        return 100.0 * (self.sent - self.received) / self.sent if self.sent else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies_us:
+            return float("nan")
+        ordered = sorted(self.latencies_us)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class LoadGenerator:
+    """2 UDP endpoints per session (plain, SRTP) on ``host``; paced sending, verified receiving."""
+
+    def __init__(self, sessions: int, host: str = "127.0.0.1") -> None:
+        self.socks: list[socket.socket] = []
+        for _ in range(2 * sessions):
+            s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                              socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            s.bind((host, 0))
+            s.setblocking(False)
+            self.socks.append(s)
+        self.targets: list[_Target | None] = [None] * sessions
+
+    def endpoints(self, i: int) -> tuple[Address, Address]:
+        """Session i's (plain endpoint, SRTP endpoint) addresses, to signal to the relay."""
+        return self.socks[2 * i].getsockname()[:2], self.socks[2 * i + 1].getsockname()[:2]
+
+    def set_target(self, i: int, plain_to: Address, srtp_to: Address,
+                   srtp_tx: SrtpParams | None, srtp_rx: SrtpParams | None) -> None:
+        """Where session i sends, and the SRTP endpoint's keys (None = plain on both legs)."""
+        self.targets[i] = _Target(
+            plain_to, srtp_to,
+            SrtpContext(srtp_tx, outbound=True) if srtp_tx else None,
+            SrtpContext(srtp_rx, outbound=False) if srtp_rx else None)
+
+    def close(self) -> None:
+        for s in self.socks:
+            s.close()
+
+    def run(self, pps: float, duration: float, progress: Any = None, drain: float = 0.5
+            ) -> LoadResult:
+        """Send ``pps`` packets/s in total for ``duration`` s, round-robin over all streams."""
+        targets = [t for t in self.targets if t is not None]
+        if len(targets) != len(self.targets):
+            raise ValueError("set_target() every session before run()")
+        nstreams = len(self.socks)
+        # stream k sends from socks[k] to its relay address; SSRC k identifies it
+        dests = []
+        txs = []
+        for t in targets:
+            dests += [t.plain_to, t.srtp_to]
+            txs += [None, t.tx]
+        # a packet arriving on socks[k] was sent by stream k ^ 1 (the other leg of the session)
+        rxs: list[SrtpContext | None] = []
+        for t in targets:
+            rxs += [None, t.rx]
+        fd_index = {s.fileno(): k for k, s in enumerate(self.socks)}
+        ep = select.epoll()
+        for s in self.socks:
+            ep.register(s.fileno(), select.EPOLLIN)
+        buf = PacketBuffer()
+        out = PacketBuffer()
+        data, view, cdata, lenp = buf.data, buf.view, buf.cdata, buf.length
+        odata, oview, ocdata, olenp = out.data, out.view, out.cdata, out.length
+        latencies: list[float] = []
+        sent = received = bad = 0
+        seqs = [0] * nstreams
+        clock = time.monotonic_ns
+        cpu0 = time.process_time()
+        t0 = clock()
+        end = t0 + int(duration * 1e9)
+        stop_rx = end + int(drain * 1e9)
+        next_progress = t0 + 1_000_000_000
+        interval = 1e9 / pps
+        odata[12:12 + PAYLOAD] = bytes(PAYLOAD)
+        while True:
+            now = clock()
+            if now < end:
+                due = int((now - t0) / interval) + 1
+                while sent < due:
+                    k = sent % nstreams
+                    seq = seqs[k]
+                    seqs[k] = seq + 1
+                    _HDR.pack_into(odata, 0, 0x80, 0, seq & 0xFFFF, (seq * 160) & 0xFFFFFFFF, k)
+                    _STAMP.pack_into(odata, 12, clock())
+                    n = 12 + PAYLOAD
+                    tx = txs[k]
+                    if tx is not None:
+                        olenp[0] = n
+                        protect_rtp(tx.handle, ocdata, olenp)
+                        n = olenp[0]
+                    with contextlib.suppress(BlockingIOError):  # counted as lost
+                        self.socks[k].sendto(oview[:n], dests[k])
+                    sent += 1
+                timeout = max(0.0, (t0 + due * interval - clock()) / 1e9)
+            elif now < stop_rx:
+                timeout = (stop_rx - now) / 1e9
+            else:
+                break
+            for fd, _ in ep.poll(min(timeout, 0.01), 256):
+                k = fd_index[fd]
+                sock = self.socks[k]
+                rx = rxs[k]
+                while True:
+                    try:
+                        n = sock.recv_into(data, MAX_PACKET)
+                    except BlockingIOError:
+                        break
+                    arrived = clock()
+                    if rx is not None:
+                        lenp[0] = n
+                        if unprotect_rtp(rx.handle, cdata, lenp):
+                            bad += 1
+                            continue
+                        n = lenp[0]
+                    if n != 12 + PAYLOAD or _HDR.unpack_from(data, 0)[4] != k ^ 1:
+                        bad += 1
+                        continue
+                    received += 1
+                    latencies.append((arrived - _STAMP.unpack_from(data, 12)[0]) / 1000)
+            if progress is not None and now >= next_progress:
+                next_progress += 1_000_000_000
+                progress(min(now, end) - t0, sent, received, bad)
+        ep.close()
+        del view
+        return LoadResult(pps, duration, sent, received, bad, latencies,
+                          time.process_time() - cpu0)
+
+
+# --------------------------------------------------------------------------- relay process
+
+
+def proc_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def proc_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def start_relay(control: str, port_min: int, port_max: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "gateway.media", "--control", control,
+                             "--port-min", str(port_min), "--port-max", str(port_max)],
+                            stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line or not json.loads(line).get("ready"):
+        proc.kill()
+        raise SystemExit("relay did not start")
+    return proc
+
+
+async def setup(client: RelayClient, gen: LoadGenerator, sessions: int, suite: str) -> None:
+    infos = await client.create_sessions(sessions)
+    for i, info in enumerate(infos):
+        plain_peer, srtp_peer = gen.endpoints(i)
+        peer_key, relay_key = generate_params(suite), generate_params(suite)
+        await client.update_leg(info.session_id, 0, 0, LegConfig(remote_rtp=plain_peer))
+        await client.update_leg(info.session_id, 1, 0, LegConfig(remote_rtp=srtp_peer,
+                                                                  rx=peer_key, tx=relay_key))
+        gen.set_target(i, info.local(0).rtp, info.local(1).rtp, peer_key, relay_key)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="srtpgw media relay load test")
+    ap.add_argument("--sessions", type=int, default=200)
+    ap.add_argument("--pps", type=float, default=20000.0, help="total offered packets/s")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds of traffic (<= 120)")
+    ap.add_argument("--suite", default="AES_CM_128_HMAC_SHA1_80")
+    ap.add_argument("--port-min", type=int, default=46000)
+    ap.add_argument("--port-max", type=int, default=47999)
+    ap.add_argument("--quiet", action="store_true", help="no progress lines")
+    args = ap.parse_args(argv)
+    if not 1 <= args.sessions <= 2000 or not 0 < args.pps <= 200_000 or not (
+            0 < args.duration <= 120):
+        ap.error("--sessions 1..2000, --pps up to 200000, --duration up to 120 s")
+
+    with tempfile.TemporaryDirectory(prefix="srtpgw-load-") as tmp:
+        control = os.path.join(tmp, "relay.sock")
+        relay = start_relay(control, args.port_min, args.port_max)
+        gen = LoadGenerator(args.sessions)
+        try:
+            return asyncio.run(_run(args, relay, control, gen))
+        finally:
+            gen.close()
+            relay.terminate()
+            relay.wait(10)
+
+
+async def _run(args: argparse.Namespace, relay: subprocess.Popen[bytes], control: str,
+               gen: LoadGenerator) -> int:
+    client = await RelayClient.connect(control)
+    rss_empty = proc_rss_kib(relay.pid)
+    await setup(client, gen, args.sessions, args.suite)
+    before = await client.fetch_totals()
+    cpu_before = proc_cpu_s(relay.pid)
+    last = [time.monotonic(), cpu_before]
+
+    def progress(elapsed_ns: int, sent: int, received: int, bad: int) -> None:
+        if args.quiet:
+            return
+        now, cpu = time.monotonic(), proc_cpu_s(relay.pid)
+        load = 100 * (cpu - last[1]) / max(1e-9, now - last[0])
+        last[:] = [now, cpu]
+        print(f"  t={elapsed_ns / 1e9:5.1f}s sent={sent} received={received} bad={bad} "
+              f"relay_cpu={load:5.1f}%", file=sys.stderr, flush=True)
+
+    result = await asyncio.get_running_loop().run_in_executor(
+        None, gen.run, args.pps, args.duration, progress)
+    cpu_used = proc_cpu_s(relay.pid) - cpu_before
+    rss_loaded = proc_rss_kib(relay.pid)
+    after = await client.fetch_totals()
+    await client.close()
+    relayed = after.packets_out - before.packets_out
+    report = {
+        "benchmark": "media_load", "sessions": args.sessions, "suite": args.suite,
+        "offered_pps": args.pps, "duration_s": args.duration,
+        "sent": result.sent, "received": result.received, "bad": result.bad,
+        "delivered_pps": round(result.received / args.duration),
+        "loss_pct": round(result.loss_pct, 4),
+        "latency_p50_us": round(result.percentile(0.50), 1),
+        "latency_p99_us": round(result.percentile(0.99), 1),
+        "latency_max_us": round(max(result.latencies_us, default=float("nan")), 1),
+        "relay_packets": relayed,
+        "relay_cpu_us_per_packet": round(cpu_used / relayed * 1e6, 2) if relayed else None,
+        "relay_cpu_pct": round(100 * cpu_used / args.duration, 1),
+        "relay_rss_kib_per_session": round((rss_loaded - rss_empty) / args.sessions, 2),
+        "relay_rss_kib": rss_loaded,
+        "relay_drops": {k: v - before.drops.get(k, 0) for k, v in after.drops.items()
+                        if v - before.drops.get(k, 0)},
+        "generator_cpu_us_per_packet": round(
+            result.generator_cpu_s / max(1, result.sent + result.received) * 1e6, 2),
+    }
+    rows = [("sessions", report["sessions"]), ("offered pps", args.pps),
+            ("delivered pps", report["delivered_pps"]), ("loss %", report["loss_pct"]),
+            ("bad packets", report["bad"]),
+            ("latency p50 / p99 µs", f"{report['latency_p50_us']} / {report['latency_p99_us']}"),
+            ("relay CPU µs/packet", report["relay_cpu_us_per_packet"]),
+            ("relay CPU %", report["relay_cpu_pct"]),
+            ("relay RSS KiB/session", report["relay_rss_kib_per_session"]),
+            ("generator CPU µs/packet", report["generator_cpu_us_per_packet"])]
+    for name, value in rows:
+        print(f"{name:26} {value}")
+    print(json.dumps(report))
+    return 0 if result.bad == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
