@@ -4,13 +4,14 @@ DTLS leg runs exactly the SDES hot path.
 
 Call-layer sequence for a ``media = "dtls-srtp"`` trunk (see ``gateway.sdp.dtls`` for the SDP):
 
-- we offer: ``DtlsLeg(...)`` as soon as the relay session exists (it starts listening at once,
-  because the answerer's ClientHello may beat its SDP answer), put ``leg.fingerprint``,
-  ``a=setup:actpass`` and ``leg.tls_id`` in the offer; on the answer call
+- we offer: ``DtlsLeg.for_trunk(...)`` as soon as the relay session exists (it listens at
+  once, because the answerer's ClientHello may beat its SDP answer); put
+  ``dtls_attributes(leg.fingerprint, "actpass", leg.tls_id)`` in the offer; on the answer call
   ``leg.start(role_from_answer(answer.setup), remote, answer.fingerprints, base)``.
-- we answer: ``DtlsLeg(...)``, then ``leg.start(role_for_setup(answer_setup(offer.setup)),
-  remote, offer.fingerprints, base)``, and answer with ``leg.fingerprint``, that setup and
-  ``leg.tls_id``.
+- we answer: ``check_fingerprints(offer, accept_sha1=...)``, ``DtlsLeg.for_trunk(...)``, then
+  ``leg.start(role_for_setup(setup), remote, offer.fingerprints, base)`` with
+  ``setup = answer_setup(offer.setup)``, and answer with
+  ``dtls_attributes(leg.fingerprint, setup, leg.tls_id)``.
 - every ``update_leg`` for this leg uses ``leg.config(base)``, which carries the DTLS keys once
   they exist (dtls=True with no keys until then: the relay passes no media).
 - re-INVITE: ``needs_new_association(old, new)`` false (hold/resume) -> keep the leg, call
@@ -28,8 +29,9 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from gateway.config import DtlsSection, Trunk
 from gateway.media.api import Address, DtlsSocketApi, LegConfig, MediaError, SrtpParams
-from gateway.media.dtls import DEFAULT_SUITES, DtlsSession, Role
+from gateway.media.dtls import DEFAULT_SUITES, DtlsSession, Role, dtls_suites
 from gateway.media.dtls_endpoint import DtlsEndpoint
 from gateway.media.dtls_events import HandshakeCompleted, SrtpKeyMaterial
 from gateway.media.dtls_identity import DtlsIdentity
@@ -74,6 +76,17 @@ class DtlsLeg:
         self.failed: str | None = None
         self.dropped = 0  # DTLS datagrams from sources other than the peer
         relay.set_dtls_handler(session_id, leg, stream, self._datagram)
+
+    @classmethod
+    def for_trunk(cls, relay: _Relay, session_id: str, leg: int, stream: int,
+                  identity: DtlsIdentity, tls_id: str, dtls: DtlsSection, trunk: Trunk, *,
+                  on_failed: Callable[[str], None],
+                  on_connected: Callable[[HandshakeCompleted], None] | None = None) -> DtlsLeg:
+        """A leg with the trunk's suites and NAT setting and the [dtls] section's limits."""
+        return cls(relay, session_id, leg, stream, identity, tls_id, on_failed=on_failed,
+                   on_connected=on_connected, suites=dtls_suites(trunk.suites) or DEFAULT_SUITES,
+                   accept_sha1=dtls.accept_sha1_fingerprint,
+                   handshake_timeout=dtls.handshake_timeout, nat_learning=trunk.nat_learning)
 
     @property
     def fingerprint(self) -> tuple[str, str]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from gateway.sdp.errors import bad, unacceptable
-from gateway.sdp.model import Media, SessionDescription
+from gateway.sdp.model import Attribute, Media, SessionDescription
 
 DTLS_PROTOS = ("UDP/TLS/RTP/SAVP", "UDP/TLS/RTP/SAVPF")
 
@@ -163,6 +163,15 @@ def needs_new_association(previous: DtlsParams | None, current: DtlsParams) -> b
             and previous.setup != current.setup)
 
 
+def dtls_attributes(fingerprint: tuple[str, str], setup: Setup, tls_id: str
+                    ) -> tuple[Attribute, ...]:
+    """Our ``a=fingerprint``, ``a=setup`` and ``a=tls-id`` for one stream (e.g. for
+    ``OurStream.attributes`` in gateway.sdp.offer_answer)."""
+    fp = Fingerprint(fingerprint[0].lower(), fingerprint[1].upper())
+    return (Attribute("fingerprint", fp.to_text()), Attribute("setup", setup),
+            Attribute("tls-id", tls_id))
+
+
 def set_dtls_attributes(media: Media, fingerprint: tuple[str, str], setup: Setup, tls_id: str, *,
                         feedback: bool = False) -> None:
     """Make ``media`` one of our DTLS-SRTP streams: proto, fingerprint, setup, tls-id.
@@ -171,9 +180,7 @@ def set_dtls_attributes(media: Media, fingerprint: tuple[str, str], setup: Setup
     """
     media.proto = DTLS_PROTOS[1] if feedback else DTLS_PROTOS[0]
     media.remove("fingerprint", "setup", "tls-id", "crypto")
-    media.add("fingerprint", Fingerprint(fingerprint[0].lower(), fingerprint[1].upper()).to_text())
-    media.add("setup", setup)
-    media.add("tls-id", tls_id)
+    media.attributes.extend(dtls_attributes(fingerprint, setup, tls_id))
 
 
 def strip_session_dtls(session: SessionDescription) -> None:

@@ -13,7 +13,7 @@ import pytest
 import uvloop
 from cryptography.hazmat.primitives import hashes
 
-from gateway.config import MediaSection
+from gateway.config import DtlsSection, HostPort, MediaSection, Trunk
 from gateway.media.api import LegConfig, SrtpParams
 from gateway.media.dtls_events import HandshakeCompleted
 from gateway.media.dtls_identity import DtlsIdentity
@@ -33,7 +33,7 @@ def event_loop_policy() -> uvloop.EventLoopPolicy:
     return uvloop.EventLoopPolicy()
 
 
-def free_range(size: int = 40) -> tuple[int, int]:
+def free_range(size: int = 400) -> tuple[int, int]:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((LOOP, 0))
         base = s.getsockname()[1]
@@ -247,5 +247,37 @@ async def test_keyed_dtls_leg_runs_the_sdes_hot_path(relay: MediaRelay, plain: P
         cfg = call.leg.config(call.base)
         assert cfg.dtls and cfg.rx == stream.rx.params
         assert event.keys.rx.hex() not in repr(cfg) and repr(event.keys.rx) not in repr(cfg)
+    finally:
+        peer.close()
+
+
+@pytest.mark.parametrize("accept_sha1", [True, False])
+async def test_for_trunk_applies_dtls_section_and_trunk(relay: MediaRelay, plain: Plain,
+                                                        accept_sha1: bool) -> None:
+    trunk = Trunk(name="carrier", side="secure", transport="tls", peer=HostPort(LOOP, 5061),
+                  listener="tls", media="dtls-srtp",
+                  suites=("AES_256_CM_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_80"))
+    section = DtlsSection(handshake_timeout=2.0, accept_sha1_fingerprint=accept_sha1)
+    peer = BaresipLikePeer("server")
+    try:
+        info = relay.create_session_now()
+        key, cert = make_self_signed("relay dtls")
+        outcome: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        leg = DtlsLeg.for_trunk(relay, info.session_id, 0, 0, DtlsIdentity(cert, key),
+                                new_tls_id(), section, trunk,
+                                on_failed=lambda r: outcome.done() or outcome.set_result(r),
+                                on_connected=lambda e: outcome.done() or outcome.set_result(e))
+        thread = asyncio.create_task(asyncio.to_thread(peer.handshake, info.local(0).rtp, 3.0))
+        leg.start("client", peer.addr, [("SHA-1", peer.fingerprint(hashes.SHA1()))],
+                  LegConfig(remote_rtp=peer.addr))
+        result = await asyncio.wait_for(outcome, 8.0)
+        await thread
+        if accept_sha1:
+            assert isinstance(result, HandshakeCompleted)
+            assert result.keys.suite == "AES_CM_128_HMAC_SHA1_80"
+        else:
+            assert result == "fingerprint-sha1-refused"
+        leg.close()
+        leg.close()
     finally:
         peer.close()

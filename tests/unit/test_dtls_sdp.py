@@ -10,6 +10,7 @@ from gateway.sdp.dtls import (
     Fingerprint,
     answer_setup,
     check_fingerprints,
+    dtls_attributes,
     dtls_params,
     is_dtls_proto,
     needs_new_association,
@@ -176,3 +177,9 @@ def test_set_dtls_attributes_writes_a_parseable_stream() -> None:
     set_dtls_attributes(again.media[0], ("sha-256", SHA256), "active", tls_id, feedback=True)
     assert again.media[0].proto == "UDP/TLS/RTP/SAVPF"
     assert again.media[0].get_all("setup") == ["active"]
+
+
+def test_dtls_attributes_for_offer_answer_streams() -> None:
+    attrs = dtls_attributes(("SHA-256", SHA256.lower()), "active", "X" * 24)
+    assert [str(a) for a in attrs] == [f"fingerprint:sha-256 {SHA256}", "setup:active",
+                                       f"tls-id:{'X' * 24}"]
