@@ -46,6 +46,7 @@ log = get_logger("media")
 
 POLL_ROUNDS = 8     # epoll rounds per loop wakeup before yielding to other loop work
 POLL_EVENTS = 1024  # ready sockets taken per round
+POLL_AGAIN = 16     # poll again at once only after a batch at least this large
 _COUNTERS = ("packets_in", "bytes_in", "packets_out", "bytes_out")
 _DROPS = ("source", "auth", "replay", "plain_rtcp", "no_keys", "no_remote", "malformed",
           "send_error")
@@ -309,8 +310,6 @@ class MediaRelay:
         poll = self._epoll.poll
         for _ in range(POLL_ROUNDS):
             events = poll(0, POLL_EVENTS)
-            if not events:
-                return
             for fd, _ev in events:
                 slot = slots.get(fd)
                 if slot is None:
@@ -349,6 +348,8 @@ class MediaRelay:
                     ep.dtls_handler(bytes(view[:n]), addr)
                 else:
                     ep.drop_malformed += 1
+            if len(events) < POLL_AGAIN:
+                return  # a small batch: the loop will wake us when more arrive
 
     # ------------------------------------------------------------------ inactivity
 
