@@ -103,6 +103,18 @@ class CryptoAttribute:
                 return int(m.group(1))
         return 0
 
+    @property
+    def unencrypted_srtp(self) -> bool:
+        return UNENCRYPTED_SRTP in self.session_params
+
+    @property
+    def unencrypted_srtcp(self) -> bool:
+        return UNENCRYPTED_SRTCP in self.session_params
+
+    @property
+    def unauthenticated_srtp(self) -> bool:
+        return UNAUTHENTICATED_SRTP in self.session_params
+
     def to_text(self) -> str:
         """The attribute value (what follows ``a=crypto:``)."""
         keys = ";".join(k.to_text() for k in self.keys)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from gateway.config import DEFAULT_SUITES, MediaPolicy, Trunk
 from gateway.media.api import SUITE_KEY_LENGTHS, Address, InvalidParams, SrtpParams, generate_params
+from gateway.sdp import grammar
 from gateway.sdp.crypto import (
     NULL_SUITES,
     UNENCRYPTED_SRTCP,
@@ -204,7 +205,7 @@ def _to_params(crypto: CryptoAttribute, policy: LegPolicy) -> SrtpParams | None:
     for param in crypto.session_params:
         if param == UNENCRYPTED_SRTCP and policy.accept_unencrypted_srtcp:
             unencrypted_srtcp = True
-        elif (param.startswith("KDR=") and crypto.kdr == 0) or param.startswith("WSH="):
+        elif (param.startswith("KDR=") and crypto.kdr == 0) or grammar.WSH.fullmatch(param):
             continue
         else:
             return None  # UNENCRYPTED_SRTP, UNAUTHENTICATED_SRTP, KDR>0, FEC_*, unknown

@@ -65,9 +65,10 @@ class UasBehaviour:
 class _ClientTx:
     """One request we sent, waiting for its responses."""
 
-    def __init__(self, request: SipMessage, dialog: Dialog | None) -> None:
+    def __init__(self, request: SipMessage, dialog: Dialog | None, peer: Address) -> None:
         self.request = request
         self.dialog = dialog
+        self.peer = peer
         self.responses: list[SipMessage] = []
         self.final: asyncio.Future[SipMessage] = asyncio.get_running_loop().create_future()
         self.any_response = asyncio.Event()
@@ -256,6 +257,7 @@ class SipTestUA:
         self.received: list[SipMessage] = []
         self.sent: list[SipMessage] = []
         self.parse_errors: list[bytes] = []
+        self.connect_errors: list[Exception] = []
         self.dialogs: list[Dialog] = []
         self._incoming = asyncio.Queue[Dialog]()
         self._arrived = asyncio.Event()
@@ -482,7 +484,15 @@ class SipTestUA:
         self._spawn(self._connect_and_write(data, peer))
 
     async def _connect_and_write(self, data: bytes, peer: Address) -> None:
-        conn = await self._connect(peer)
+        """Connect (TLS handshake included); a failure fails every transaction to ``peer``."""
+        try:
+            conn = await self._connect(peer)
+        except (OSError, ssl.SSLError) as exc:
+            self.connect_errors.append(exc)
+            for tx in self._client_tx.values():
+                if tx.peer == peer and not tx.final.done():
+                    tx.final.set_exception(ConnectionError(f"cannot connect to {peer}: {exc}"))
+            return
         conn.writer.write(data)
 
     def _send(self, msg: SipMessage, peer: Address, conn: _StreamConn | None = None) -> None:
@@ -492,7 +502,7 @@ class SipTestUA:
     # ------------------------------------------------------------------ client transactions
 
     def _start_tx(self, req: SipMessage, peer: Address, dialog: Dialog | None) -> _ClientTx:
-        tx = _ClientTx(req, dialog)
+        tx = _ClientTx(req, dialog, peer)
         assert req.branch is not None
         self._client_tx[(req.branch, req.method)] = tx
         self._send(req, peer)

@@ -43,7 +43,8 @@ def test_lifetime_mki_and_session_params() -> None:
     c = parse_crypto(value)
     (key,) = c.keys
     assert (key.lifetime, key.mki, key.mki_length) == (2**20, 1, 4)
-    assert c.has_mki and c.kdr == 0
+    assert c.has_mki and c.kdr == 0 and c.unencrypted_srtcp
+    assert not c.unencrypted_srtp and not c.unauthenticated_srtp
     assert c.session_params == ("KDR=0", "UNENCRYPTED_SRTCP")
     assert c.to_text() == value
     assert parse_crypto(f"2 AES_CM_128_HMAC_SHA1_32 inline:{KEY30}|1000").keys[0].lifetime == 1000

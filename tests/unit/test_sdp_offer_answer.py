@@ -141,6 +141,7 @@ def test_mki_lines_are_declined_and_a_plain_line_chosen() -> None:
     ("KDR=1", SRTP, False),
     ("KDR=0", SRTP, True),
     ("WSH=64", SRTP, True),
+    ("WSH=x", SRTP, False),
     ("FEC_ORDER=FEC_SRTP", SRTP, False),
     ("X_UNKNOWN", SRTP, False),
 ])
