@@ -43,6 +43,7 @@ class CancelReceived:
 
     tid: Tid
     request: SipRequest
+    source: Any = None
 
 
 @dataclass(frozen=True, slots=True)

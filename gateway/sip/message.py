@@ -24,6 +24,7 @@ from gateway.sip.headers import (
     parse_cseq,
     parse_name_addr,
     parse_via,
+    split_list,
 )
 from gateway.sip.uri import SipUri, Uri, parse_uri
 
@@ -391,3 +392,41 @@ def _validate(msg: SipRequest | SipResponse) -> None:
     if isinstance(msg, SipRequest) and cseq.method != msg.method:
         raise SipParseError(400, "CSeq method does not match the request method")
 
+
+
+_ANSWER_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
+
+
+def error_response(data: bytes, status: int, to_tag: str) -> SipResponse | None:
+    """Best-effort answer to a request that failed to parse: copies what it can of Via, From,
+    To, Call-ID and CSeq. None when the top Via cannot be read (nowhere to send it), or when the
+    message is a response or an ACK (never answered)."""
+    try:
+        end = data.find(b"\r\n\r\n")
+        text = data[: end if end >= 0 else len(data)].decode(_ENCODING, _ERRORS)
+        lines = _FOLD_RE.sub(" ", text).lstrip("\r\n").split("\r\n")
+        if lines[0].startswith(("SIP/", "ACK ")):
+            return None
+        found: dict[str, list[str]] = {}
+        for line in lines[1:]:
+            name, colon, value = line.partition(":")
+            name = canonical_name(name.strip(" \t"))
+            if colon and name in _ANSWER_HEADERS:
+                found.setdefault(name, []).append(value.strip(" \t"))
+        vias = found.get("Via", [])
+        if not vias:
+            return None
+        parse_via(split_list(vias[0])[0])
+    except (SipParseError, ValueError, IndexError):
+        return None
+    headers = Headers()
+    for value in vias:
+        headers.add("Via", value)
+    for name in ("From", "To", "Call-ID", "CSeq"):
+        values = found.get(name)
+        if values:
+            value = values[0]
+            if name == "To" and "tag=" not in value.lower():
+                value = f"{value};tag={to_tag}"
+            headers.add(name, value)
+    return SipResponse(status, REASONS.get(status, "Bad Request"), headers)

@@ -289,7 +289,7 @@ class TransactionLayer:
         inv = self._txns.get(_with_method(t.tid, "INVITE"))
         if inv is not None and inv.kind == IST and inv.state == PROCEEDING:
             self.send_response(t.tid, t.request.create_response(200), now)
-            self._events.append(CancelReceived(inv.tid, t.request))
+            self._events.append(CancelReceived(inv.tid, t.request, t.dest))
         else:
             self.send_response(t.tid, t.request.create_response(481), now)
 

@@ -1,0 +1,404 @@
+"""The SIP stack the B2BUA uses: transports + parsing + transactions behind one asyncio facade.
+
+Incoming requests reach ``on_request`` as ``IncomingRequest`` (parsed request, its source and a
+way to answer through its server transaction). Outgoing requests run client transactions:
+``await stack.request(req, target)`` or, for a stream of responses and CANCEL, ``stack.client()``.
+The stack owns its Via: it adds one (with a fresh branch and ``rport``) to every request it sends,
+stamps ``received``/``rport`` on requests it receives (RFC 3581), and routes responses back by
+connection (streams) or by Via (UDP, §18.2.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.config import Config
+from gateway.ops.log import get_logger
+from gateway.sip.errors import SipParseError, TransactionTimeout, TransportFailure
+from gateway.sip.events import (
+    AckTimeout,
+    CancelReceived,
+    RequestReceived,
+    ResponseReceived,
+    Terminated,
+    Tid,
+    TimedOut,
+    Transmit,
+    TransportFailed,
+)
+from gateway.sip.headers import Via
+from gateway.sip.message import (
+    ParseLimits,
+    SipRequest,
+    SipResponse,
+    error_response,
+    parse_message,
+)
+from gateway.sip.transaction import Timers, TransactionLayer, client_tid, new_branch
+from gateway.sip.transport import MessageSource, SipTransports, Target
+
+log = get_logger("sip")
+
+
+@dataclass(frozen=True, slots=True)
+class _UdpReply:
+    listener: str
+    addr: tuple[str, int]
+    source: MessageSource
+
+
+@dataclass(frozen=True, slots=True)
+class _ConnReply:
+    connection_id: int
+    source: MessageSource
+
+
+@dataclass(frozen=True, slots=True)
+class _ClientDest:
+    target: Target
+    tid: Tid
+
+
+@dataclass(slots=True)
+class IncomingRequest:
+    """A request for the handler.
+
+    ``tid`` is its server transaction (None for an ACK). For a CANCEL, ``cancels`` is True and
+    ``tid`` is the cancelled INVITE's transaction: the stack has already answered the CANCEL 200;
+    the handler answers the INVITE 487.
+    """
+
+    request: SipRequest
+    source: MessageSource
+    tid: Tid | None
+    stack: SipStack = field(repr=False)
+    cancels: bool = False
+
+    def respond(self, response: SipResponse) -> bool:
+        if self.tid is None or self.cancels:
+            return False
+        return self.stack.respond(self.tid, response)
+
+
+class ClientTransaction:
+    """Responses of one request we sent, in order; the last one is final."""
+
+    def __init__(self, stack: SipStack, tid: Tid, request: SipRequest) -> None:
+        self._stack = stack
+        self.tid = tid
+        self.request = request
+        self._queue: asyncio.Queue[SipResponse | Exception] = asyncio.Queue()
+
+    def _push(self, item: SipResponse | Exception) -> None:
+        self._queue.put_nowait(item)
+
+    async def response(self) -> SipResponse:
+        """The next response; raises TransactionTimeout or TransportFailure when none comes."""
+        item = await self._queue.get()
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def cancel(self) -> bool:
+        """CANCEL the INVITE (now, or as soon as a provisional response arrives)."""
+        return self._stack.cancel(self.tid)
+
+
+OnRequest = Callable[[IncomingRequest], None]
+
+
+class SipStack:
+    """One SIP element: every listener of the config, one transaction layer."""
+
+    def __init__(self, config: Config, on_request: OnRequest, *,
+                 admit: Callable[[MessageSource], bool] | None = None,
+                 on_invalid: Callable[[MessageSource, SipParseError], None] | None = None,
+                 on_stray_response: Callable[[SipResponse, MessageSource], None] | None = None,
+                 on_ack_timeout: Callable[[Tid], None] | None = None) -> None:
+        self.config = config
+        self._on_request = on_request
+        self._admit = admit
+        self._on_invalid = on_invalid
+        self._on_stray = on_stray_response
+        self._on_ack_timeout = on_ack_timeout
+        self._limits = ParseLimits.from_config(config.sip)
+        self.layer = TransactionLayer(Timers.from_config(config.sip))
+        self.transports = SipTransports(config, self._received, admit=admit,
+                                        on_frame_error=self._frame_error)
+        self._clients: dict[Tid, ClientTransaction] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.counters = {"received": 0, "dropped": 0, "invalid": 0, "sent": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.transports.start()
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        await self.transports.stop()
+        for client in self._clients.values():
+            client._push(TransportFailure("stack stopped"))
+        self._clients.clear()
+
+    def reload_tls(self, config: Config | None = None) -> None:
+        """Load certificates and keys again for new connections (established ones stay)."""
+        if config is not None:
+            self.config = config
+        self.transports.reload_tls(config)
+
+    def bound(self, listener: str) -> tuple[str, int]:
+        return self.transports.bound(listener)
+
+    def contact(self, listener: str) -> str:
+        """Our Contact URI on a listener."""
+        li = self.config.listener(listener)
+        host, port = self.bound(listener)
+        host = f"[{host}]" if ":" in host else host
+        return f"sip:{host}:{port};transport={li.transport}"
+
+    @property
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    # ------------------------------------------------------------------ receiving
+    def _received(self, data: bytes, source: MessageSource) -> None:
+        if self._admit is not None and not self._admit(source):
+            self.counters["dropped"] += 1
+            return
+        stream = source.transport != "udp"
+        try:
+            msg = parse_message(data, self._limits, stream=stream)
+        except SipParseError as exc:
+            self._invalid(data, source, exc)
+            return
+        self.counters["received"] += 1
+        if isinstance(msg, SipRequest):
+            reply: Any = self._stamp_via(msg, source)
+        else:
+            if len(msg.via) != 1:  # §8.1.3.3: a UA discards responses with more Vias
+                self.counters["dropped"] += 1
+                return
+            reply = source
+        self.layer.receive(msg, reply, stream, self._now)
+        self._pump()
+
+    def _stamp_via(self, req: SipRequest, source: MessageSource) -> _UdpReply | _ConnReply:
+        """RFC 3261 §18.2.1 / RFC 3581: note where the request really came from."""
+        via = req.via[0]
+        changed = False
+        if via.host.strip("[]") != source.ip:
+            via.params["received"] = source.ip
+            changed = True
+        if via.rport_requested:
+            via.params["rport"] = str(source.port)
+            changed = True
+        if changed:
+            raw = req.headers.values("Via")
+            req.headers.remove("Via")
+            req.headers.add("Via", str(via))
+            for value in raw[1:]:
+                req.headers.add("Via", value)
+        if source.connection_id is not None:
+            return _ConnReply(source.connection_id, source)
+        port = source.port if via.rport_requested else (via.port or 5060)
+        return _UdpReply(source.listener, (source.ip, port), source)
+
+    def _invalid(self, data: bytes, source: MessageSource, exc: SipParseError) -> None:
+        self.counters["invalid"] += 1
+        log.info("sip.invalid_message", peer=f"{source.ip}:{source.port}",
+                 transport=source.transport, status=exc.status, reason=exc.reason)
+        if self._on_invalid is not None:
+            self._on_invalid(source, exc)
+        reply = error_response(data, exc.status, secrets.token_hex(6))
+        if reply is None:
+            return
+        if source.connection_id is not None:
+            self.transports.send_on_connection(source.connection_id, reply.to_bytes())
+            return
+        via = reply.via[0]
+        port = source.port if via.rport_requested else (via.port or 5060)
+        self.transports.send_datagram(source.listener, reply.to_bytes(), (source.ip, port))
+
+    def _frame_error(self, head: bytes, source: MessageSource, exc: SipParseError) -> bytes | None:
+        self.counters["invalid"] += 1
+        if self._on_invalid is not None:
+            self._on_invalid(source, exc)
+        reply = error_response(head, exc.status, secrets.token_hex(6))
+        return reply.to_bytes() if reply is not None else None
+
+    # ------------------------------------------------------------------ sending
+    def respond(self, tid: Tid, response: SipResponse) -> bool:
+        """Answer a server transaction (False when it no longer takes responses)."""
+        ok = self.layer.send_response(tid, response, self._now)
+        self._pump()
+        return ok
+
+    def client(self, request: SipRequest, target: Target) -> ClientTransaction:
+        """Send ``request`` to ``target`` in a new client transaction."""
+        self._add_via(request, target)
+        tid = client_tid(request.branch, request.method)
+        handle = ClientTransaction(self, tid, request)
+        self._clients[tid] = handle
+        self.layer.send_request(request, _ClientDest(target, tid), target.transport != "udp",
+                                self._now)
+        self._pump()
+        return handle
+
+    async def request(self, request: SipRequest, target: Target,
+                      on_provisional: Callable[[SipResponse], None] | None = None
+                      ) -> SipResponse:
+        """Run a client transaction to its final response.
+
+        Raises TransactionTimeout (timer B/F) or TransportFailure."""
+        handle = self.client(request, target)
+        while True:
+            response = await handle.response()
+            if response.status >= 200:
+                return response
+            if on_provisional is not None:
+                on_provisional(response)
+
+    def cancel(self, tid: Tid) -> bool:
+        ok = self.layer.cancel(tid, self._now)
+        self._pump()
+        return ok
+
+    def send_ack(self, ack: SipRequest, target: Target) -> None:
+        """ACK a 2xx: outside any transaction, with a Via of its own (§13.2.2.4)."""
+        self._add_via(ack, target)
+        self._send_stateless(ack.to_bytes(), target)
+
+    def _add_via(self, request: SipRequest, target: Target) -> None:
+        li = self.transports.listener_for(target.transport, target.listener)
+        if li is not None:
+            host, port = self.bound(li.name)
+        else:
+            host, port = self.config.gateway.domain, 5061 if target.transport == "tls" else 5060
+        host = f"[{host}]" if ":" in host else host
+        via = Via(target.transport.upper(), host, port, {"branch": new_branch(), "rport": None})
+        request.headers.add("Via", str(via), first=True)
+        if request.headers.get("Max-Forwards") is None:
+            request.headers.add("Max-Forwards", "70")
+
+    def _send_stateless(self, data: bytes, target: Target) -> None:
+        if target.transport == "udp":
+            self.transports.send_datagram(target.listener, data, (target.host, target.port))
+            return
+        conn = self.transports.reusable(target)
+        if conn is not None and conn.write(data):
+            return
+        self._spawn_send(data, target, None)
+
+    # ------------------------------------------------------------------ the core's outputs
+    def _pump(self) -> None:
+        layer = self.layer
+        for t in layer.messages_to_send():
+            self._transmit(t)
+        while (ev := layer.next_event()) is not None:
+            self._dispatch(ev)
+        for t in layer.messages_to_send():
+            self._transmit(t)
+        self._arm_timer()
+
+    def _transmit(self, t: Transmit) -> None:
+        self.counters["sent"] += 1
+        dest = t.dest
+        if isinstance(dest, _ConnReply):
+            if not self.transports.send_on_connection(dest.connection_id, t.data):
+                log.info("sip.response_undeliverable", connection=dest.connection_id)
+        elif isinstance(dest, _UdpReply):
+            self.transports.send_datagram(dest.listener, t.data, dest.addr)
+        else:
+            target = dest.target
+            if target.transport == "udp":
+                try:
+                    self.transports.send_datagram(target.listener, t.data,
+                                                  (target.host, target.port))
+                except TransportFailure:
+                    self._failed(dest.tid)
+                return
+            conn = self.transports.reusable(target)
+            if conn is not None and conn.write(t.data):
+                return
+            self._spawn_send(t.data, target, dest.tid)
+
+    def _spawn_send(self, data: bytes, target: Target, tid: Tid | None) -> None:
+        async def send() -> None:
+            try:
+                await self.transports.send_to(target, data)
+            except TransportFailure as exc:
+                log.info("sip.send_failed", peer=f"{target.host}:{target.port}",
+                         transport=target.transport, reason=str(exc))
+                if tid is not None:
+                    self._failed(tid, exc)
+
+        self.transports._spawn(send())
+
+    def _failed(self, tid: Tid, exc: TransportFailure | None = None) -> None:
+        client = self._clients.get(tid)
+        if client is not None and exc is not None:
+            client._push(exc)
+            self._clients.pop(tid, None)
+        self.layer.transport_error(tid, self._now)
+        self._pump()
+
+    def _dispatch(self, ev: object) -> None:
+        if isinstance(ev, RequestReceived):
+            self._handle(IncomingRequest(ev.request, ev.source.source, ev.tid, self))
+        elif isinstance(ev, CancelReceived):
+            self._handle(IncomingRequest(ev.request, ev.source.source, ev.tid, self,
+                                         cancels=True))
+        elif isinstance(ev, ResponseReceived):
+            client = self._clients.get(ev.tid) if ev.tid is not None else None
+            if client is not None:
+                client._push(ev.response)
+            elif self._on_stray is not None:
+                self._on_stray(ev.response, ev.source)
+        elif isinstance(ev, TimedOut):
+            client = self._clients.pop(ev.tid, None)
+            if client is not None:
+                client._push(TransactionTimeout(f"no final response to {client.request.method}"))
+        elif isinstance(ev, TransportFailed):
+            client = self._clients.pop(ev.tid, None)
+            if client is not None:
+                client._push(TransportFailure(f"could not send {client.request.method}"))
+        elif isinstance(ev, AckTimeout):
+            if self._on_ack_timeout is not None:
+                self._on_ack_timeout(ev.tid)
+        elif isinstance(ev, Terminated):
+            self._clients.pop(ev.tid, None)
+
+    def _handle(self, incoming: IncomingRequest) -> None:
+        try:
+            self._on_request(incoming)
+        except Exception as exc:  # the handler's bug must not take the stack down
+            log.error("sip.handler_failed", method=incoming.request.method,
+                      error=f"{type(exc).__name__}: {exc}")
+            if incoming.tid is not None and not incoming.cancels:
+                self.respond(incoming.tid, incoming.request.create_response(500))
+
+    def _arm_timer(self) -> None:
+        when = self.layer.get_timer()
+        if when == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_at = when
+        if when is not None and self._loop is not None:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.layer.handle_timer(self._now)
+        self._pump()

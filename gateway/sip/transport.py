@@ -1,0 +1,494 @@
+"""SIP transports on asyncio (uvloop): UDP, TCP and TLS listeners plus outbound connections.
+
+A transport here is "something that delivers framed messages to and from a peer identity": every
+message goes up as raw bytes with a ``MessageSource`` (transport, listener, address, connection,
+TLS identities); the stack parses. Streams are framed by ``StreamFramer`` and guarded by a buffer
+limit, an idle timeout, a header-section deadline (slow loris) and a TLS handshake timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gateway.config import Config, HostPort, Listener, Transport, Trunk
+from gateway.ops.log import get_logger, security_event
+from gateway.sip.errors import SipParseError, TransportFailure
+from gateway.sip.framing import PING, PONG, Keepalive, StreamFramer
+from gateway.sip.identity import (
+    cert_fingerprint,
+    cert_identities,
+    fingerprint_matches,
+    identity_matches,
+)
+from gateway.sip.message import ParseLimits
+from gateway.sip.tls import PlainStream, TlsStream, client_context, server_context
+
+log = get_logger("sip")
+_MAX_WRITE_BUFFER = 1 << 20  # a peer that stops reading is cut off, not buffered forever
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSource:
+    """Where a message came from (field names match ``gateway.policy.acl.Source``)."""
+
+    transport: str
+    listener: str
+    ip: str
+    port: int
+    connection_id: int | None = None
+    tls_identities: tuple[str, ...] = ()
+    tls_fingerprint: str | None = None
+
+    @property
+    def addr(self) -> tuple[str, int]:
+        return (self.ip, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a request goes and what the peer must prove (RFC 5922 identity, pinned certs)."""
+
+    transport: Transport
+    host: str
+    port: int
+    listener: str | None = None
+    server_name: str | None = None
+    tls_identity: tuple[str, ...] = ()
+    tls_fingerprints: tuple[str, ...] = ()
+
+    @classmethod
+    def from_trunk(cls, trunk: Trunk, dest: HostPort | None = None) -> Target:
+        peer = dest or trunk.peer
+        return cls(trunk.transport, peer.host, peer.port, trunk.listener, trunk.tls_server_name,
+                   trunk.tls_identity, trunk.tls_fingerprints)
+
+    @property
+    def key(self) -> tuple[str, str, int, str | None]:
+        return (self.transport, self.host, self.port, self.server_name)
+
+
+OnMessage = Callable[[bytes, MessageSource], None]
+OnFrameError = Callable[[bytes, MessageSource, SipParseError], bytes | None]
+Admit = Callable[[MessageSource], bool]
+
+
+class Connection:
+    """One TCP or TLS connection, inbound or outbound."""
+
+    def __init__(self, cid: int, source: MessageSource, stream: PlainStream,
+                 framer: StreamFramer, outbound: bool) -> None:
+        self.id = cid
+        self.source = source
+        self.stream = stream
+        self.framer = framer
+        self.outbound = outbound
+        self.closed = False
+
+    def write(self, data: bytes) -> bool:
+        if self.closed or self.stream.is_closing():
+            return False
+        if self.stream.pending_output() > _MAX_WRITE_BUFFER:
+            log.warning("sip.connection_stalled", peer=f"{self.source.ip}:{self.source.port}")
+            self.close()
+            return False
+        try:
+            self.stream.write(data)
+        except (ssl.SSLError, OSError):
+            self.close()
+            return False
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.stream.close()
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, owner: SipTransports, listener: Listener) -> None:
+        self.owner = owner
+        self.name = listener.name
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if data in (PING, PONG):  # RFC 5626 keep-alives over UDP are answered/ignored as-is
+            if data == PING and self.transport is not None:
+                self.transport.sendto(PONG, addr)
+            return
+        self.owner.deliver(data, MessageSource("udp", self.name, addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("sip.udp_error", listener=self.name, error=str(exc))
+
+
+class SipTransports:
+    """All listeners and connections of one gateway."""
+
+    def __init__(self, config: Config, on_message: OnMessage, *,
+                 on_frame_error: OnFrameError | None = None, admit: Admit | None = None) -> None:
+        self.config = config
+        self._on_message = on_message
+        self._on_frame_error = on_frame_error
+        self._admit = admit
+        self._limits = ParseLimits.from_config(config.sip)
+        self._ids = itertools.count(1)
+        self._udp: dict[str, _Udp] = {}
+        self._servers: dict[str, asyncio.Server] = {}
+        self._bound: dict[str, tuple[str, int]] = {}
+        self._conns: dict[int, Connection] = {}
+        self._outbound: dict[tuple[str, str, int, str | None], Connection] = {}
+        self._connecting: dict[tuple[str, str, int, str | None], asyncio.Future[Connection]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server_ctx: dict[str, ssl.SSLContext] = {}
+        self._client_ctx: ssl.SSLContext | None = None
+        self.counters = {"accepted": 0, "refused": 0, "tls_failures": 0, "framing_errors": 0,
+                         "timeouts": 0}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.reload_tls()
+        for li in self.config.listeners:
+            if li.transport == "udp":
+                proto = _Udp(self, li)
+                transport, _ = await loop.create_datagram_endpoint(
+                    lambda p=proto: p, local_addr=(li.address, li.port))
+                self._udp[li.name] = proto
+                self._bound[li.name] = transport.get_extra_info("sockname")[:2]
+            else:
+                server = await asyncio.start_server(
+                    lambda r, w, li=li: self._accepted(li, r, w), li.address, li.port)
+                self._servers[li.name] = server
+                self._bound[li.name] = server.sockets[0].getsockname()[:2]
+
+    async def stop(self) -> None:
+        for server in self._servers.values():
+            server.close()
+        for proto in self._udp.values():
+            if proto.transport is not None:
+                proto.transport.close()
+        for conn in list(self._conns.values()):
+            conn.close()
+        if self._tasks:  # closed connections end their read loops by themselves
+            await asyncio.wait(list(self._tasks), timeout=1.0)
+        for task in list(self._tasks):
+            task.cancel()
+        for server in self._servers.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self._servers.clear()
+        self._udp.clear()
+
+    def reload_tls(self, config: Config | None = None) -> None:
+        """New SSL contexts for new connections; established ones keep theirs."""
+        if config is not None:
+            self.config = config
+        cfg = self.config
+        contexts = {li.name: server_context(cfg.tls, li.tls_client_auth)
+                    for li in cfg.listeners if li.transport == "tls"}
+        needs_client = contexts or any(t.transport == "tls" for t in cfg.trunks)
+        client = client_context(cfg.tls) if needs_client else None
+        self._server_ctx = contexts
+        self._client_ctx = client
+
+    # ------------------------------------------------------------------ addresses
+    def bound(self, listener: str) -> tuple[str, int]:
+        """The address a listener actually bound (port 0 resolved)."""
+        return self._bound[listener]
+
+    def listener_for(self, transport: str, preferred: str | None = None) -> Listener | None:
+        listeners = self.config.listeners
+        for li in listeners:
+            if li.name == preferred and li.transport == transport:
+                return li
+        return next((li for li in listeners if li.transport == transport), None)
+
+    def connection(self, cid: int) -> Connection | None:
+        return self._conns.get(cid)
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    # ------------------------------------------------------------------ inbound
+    def deliver(self, data: bytes, source: MessageSource) -> None:
+        self._on_message(data, source)
+
+    async def _accepted(self, listener: Listener, reader: asyncio.StreamReader,
+                        writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            peer = writer.get_extra_info("peername")
+            source = MessageSource(listener.transport, listener.name, peer[0], peer[1])
+            if self._admit is not None and not self._admit(source):
+                self.counters["refused"] += 1
+                writer.close()
+                return
+            stream = PlainStream(reader, writer)
+            if listener.transport == "tls":
+                tls = await self._handshake(listener, source, reader, writer)
+                if tls is None:
+                    writer.close()
+                    return
+                stream = tls
+                source = _with_peer_cert(source, tls)
+            self.counters["accepted"] += 1
+            conn = self._register(source, stream, outbound=False)
+            await self._read_loop(conn)
+        finally:
+            self._tasks.discard(task)
+
+    async def _handshake(self, listener: Listener, source: MessageSource,
+                         reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                         ) -> TlsStream | None:
+        ctx = self._server_ctx.get(listener.name)
+        if ctx is None:
+            return None
+        tls = TlsStream(ctx, reader, writer, server_side=True)
+        try:
+            await tls.handshake(self.config.tls.handshake_timeout)
+        except (OSError, TimeoutError) as exc:
+            self._tls_failed(source, _tls_reason(exc))
+            return None
+        return tls
+
+    def _tls_failed(self, source: MessageSource, reason: str, **fields: object) -> None:
+        self.counters["tls_failures"] += 1
+        security_event("tls.handshake_failed", peer=f"{source.ip}:{source.port}",
+                       listener=source.listener, reason=reason, **fields)
+
+    def _register(self, source: MessageSource, stream: PlainStream,
+                  outbound: bool) -> Connection:
+        cid = next(self._ids)
+        source = MessageSource(source.transport, source.listener, source.ip, source.port, cid,
+                               source.tls_identities, source.tls_fingerprint)
+        framer = StreamFramer(self._limits, self.config.sip.max_connection_buffer,
+                              expect_pong=outbound)
+        conn = Connection(cid, source, stream, framer, outbound)
+        self._conns[cid] = conn
+        return conn
+
+    async def _read_loop(self, conn: Connection) -> None:
+        loop = asyncio.get_running_loop()
+        sip = self.config.sip
+        idle_deadline = loop.time() + sip.tcp_idle_timeout
+        header_deadline: float | None = None
+        reason = "closed by peer"
+        try:
+            while not conn.closed:
+                deadline = idle_deadline if header_deadline is None else min(
+                    idle_deadline, header_deadline)
+                try:
+                    data = await asyncio.wait_for(conn.stream.read(65536),
+                                                  deadline - loop.time())
+                except TimeoutError:
+                    self.counters["timeouts"] += 1
+                    if header_deadline is not None and header_deadline <= idle_deadline:
+                        reason = "header timeout"
+                        security_event("sip.slow_header", peer=_peer(conn.source),
+                                       listener=conn.source.listener,
+                                       buffered=conn.framer.buffered)
+                    else:
+                        reason = "idle timeout"
+                    break
+                if not data:
+                    break
+                now = loop.time()
+                idle_deadline = now + sip.tcp_idle_timeout
+                try:
+                    items = conn.framer.feed(data)
+                except SipParseError as exc:
+                    reason = f"framing error: {exc.reason}"
+                    self._frame_error(conn, exc)
+                    break
+                for item in items:
+                    if isinstance(item, Keepalive):
+                        if item.ping:
+                            conn.write(PONG)
+                        continue
+                    self._on_message(item, conn.source)
+                if not conn.framer.partial_header:
+                    header_deadline = None
+                elif items or header_deadline is None:
+                    header_deadline = now + sip.header_timeout
+        except OSError as exc:  # includes ssl.SSLError
+            reason = f"error: {type(exc).__name__}"
+        finally:
+            self._drop(conn)
+            log.debug("sip.connection_closed", peer=_peer(conn.source), reason=reason,
+                      connection=conn.id)
+
+    def _frame_error(self, conn: Connection, exc: SipParseError) -> None:
+        self.counters["framing_errors"] += 1
+        log.info("sip.framing_error", peer=_peer(conn.source), status=exc.status,
+                 reason=exc.reason)
+        if self._on_frame_error is not None:
+            head = conn.framer.pending[: self._limits.max_message_size]
+            reply = self._on_frame_error(head, conn.source, exc)
+            if reply:
+                conn.write(reply)
+
+    def _drop(self, conn: Connection) -> None:
+        conn.close()
+        self._conns.pop(conn.id, None)
+        for key, c in list(self._outbound.items()):
+            if c is conn:
+                del self._outbound[key]
+
+    # ------------------------------------------------------------------ sending
+    def send_datagram(self, listener: str | None, data: bytes, addr: tuple[str, int]) -> None:
+        proto = self._udp.get(listener or "") or next(iter(self._udp.values()), None)
+        if proto is None or proto.transport is None:
+            raise TransportFailure("no UDP listener to send from")
+        proto.transport.sendto(data, addr)
+
+    def send_on_connection(self, cid: int, data: bytes) -> bool:
+        conn = self._conns.get(cid)
+        return conn is not None and conn.write(data)
+
+    def reusable(self, target: Target) -> Connection | None:
+        """An open connection to ``target``: ours (same address and SNI) or, RFC 5923 style,
+        an authenticated inbound one from that address presenting the expected identity."""
+        conn = self._outbound.get(target.key)
+        if conn is not None and not conn.closed:
+            return conn
+        if target.transport == "tls" and target.tls_identity:
+            for c in self._conns.values():
+                s = c.source
+                if (not c.outbound and not c.closed and s.transport == "tls"
+                        and s.ip == target.host
+                        and identity_matches(target.tls_identity, s.tls_identities)
+                        and (not target.tls_fingerprints
+                             or fingerprint_matches(target.tls_fingerprints, s.tls_fingerprint))):
+                    return c
+        return None
+
+    async def send_to(self, target: Target, data: bytes) -> None:
+        """Deliver to a target, opening (and verifying) a connection when needed."""
+        if target.transport == "udp":
+            self.send_datagram(target.listener, data, (target.host, target.port))
+            return
+        conn = self.reusable(target) or await self.connect(target)
+        if not conn.write(data):
+            raise TransportFailure(f"connection to {target.host}:{target.port} is closed")
+
+    async def connect(self, target: Target) -> Connection:
+        key = target.key
+        pending = self._connecting.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
+        self._connecting[key] = fut
+        try:
+            conn = await self._open(target)
+        except TransportFailure as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiters get it through shield
+            raise
+        finally:
+            self._connecting.pop(key, None)
+        fut.set_result(conn)
+        return conn
+
+    async def _open(self, target: Target) -> Connection:
+        cfg = self.config
+        listener = self.listener_for(target.transport, target.listener)
+        name = listener.name if listener else ""
+        where = MessageSource(target.transport, name, target.host, target.port)
+        ctx = self._client_ctx if target.transport == "tls" else None
+        if target.transport == "tls" and ctx is None:
+            raise TransportFailure("no TLS client context")
+        sni = target.server_name or (None if _is_ip(target.host) else target.host)
+        timeout = cfg.tls.handshake_timeout
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(target.host, target.port), timeout)
+        except (OSError, TimeoutError) as exc:
+            reason = "connect timeout" if isinstance(exc, TimeoutError) else (
+                exc.strerror or type(exc).__name__)
+            raise TransportFailure(f"connect to {target.host}:{target.port}: {reason}") from None
+        stream = PlainStream(reader, writer)
+        source = where
+        if ctx is not None:
+            tls = TlsStream(ctx, reader, writer, server_side=False, server_hostname=sni)
+            try:
+                await tls.handshake(timeout)
+            except (OSError, TimeoutError) as exc:
+                writer.close()
+                self._tls_failed(where, _tls_reason(exc), direction="outbound")
+                raise TransportFailure(f"TLS to {target.host}:{target.port}: "
+                                       f"{_tls_reason(exc)}") from None
+            stream = tls
+            source = _with_peer_cert(where, tls)
+            expected = target.tls_identity or ((sni,) if sni else ())
+            if not identity_matches(expected, source.tls_identities):
+                self._tls_failed(where, "identity mismatch", direction="outbound",
+                                 expected=",".join(expected),
+                                 presented=",".join(source.tls_identities))
+                writer.close()
+                raise TransportFailure(f"{target.host}:{target.port}: certificate identity "
+                                       "does not match")
+            if target.tls_fingerprints and not fingerprint_matches(target.tls_fingerprints,
+                                                                   source.tls_fingerprint):
+                self._tls_failed(where, "fingerprint mismatch", direction="outbound")
+                writer.close()
+                raise TransportFailure(f"{target.host}:{target.port}: certificate fingerprint "
+                                       "is not pinned")
+        conn = self._register(source, stream, outbound=True)
+        self._outbound[target.key] = conn
+        self._spawn(self._read_loop(conn))
+        if cfg.sip.keepalive_interval > 0:
+            self._spawn(self._keepalive(conn))
+        return conn
+
+    async def _keepalive(self, conn: Connection) -> None:
+        """RFC 5626 §3.5.1: CRLFCRLF pings on connections we opened."""
+        interval = self.config.sip.keepalive_interval
+        while not conn.closed:
+            await asyncio.sleep(interval)
+            if not conn.write(PING):
+                return
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _peer(source: MessageSource) -> str:
+    return f"{source.ip}:{source.port}"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _tls_reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc.__class__.__name__).lower()
+    if isinstance(exc, TimeoutError):
+        return "handshake timeout"
+    return type(exc).__name__
+
+
+def _with_peer_cert(source: MessageSource, stream: PlainStream) -> MessageSource:
+    der = stream.peer_certificate()
+    if not der:
+        return source
+    return MessageSource(source.transport, source.listener, source.ip, source.port,
+                         source.connection_id, cert_identities(der), cert_fingerprint(der))
