@@ -278,7 +278,7 @@ def test_cancel_matches_invite_and_is_answered() -> None:
     layer.receive(cancel, PEER, False, 0.5)
     (ok,) = sent(layer)
     assert ok.startswith(b"SIP/2.0 200 OK") and b"CANCEL" in ok
-    assert events(layer) == [CancelReceived(ev.tid, cancel)]
+    assert events(layer) == [CancelReceived(ev.tid, cancel, PEER)]
     assert layer.send_response(ev.tid, response(req, 487), 0.6)
 
 
