@@ -57,6 +57,25 @@ def parse_rtp(data: bytes, source: Address, arrival: float) -> RtpPacket | None:
                      arrival)
 
 
+_PATTERN_MAGIC = b"SRTPGW"
+
+
+def pattern_payload(index: int, size: int = FRAME) -> bytes:
+    """A recognisable payload: magic, the packet index, then bytes derived from the index.
+    Pass ``pattern_payload`` as ``send_stream(payload=...)`` and check with
+    ``RtpEndpoint.pattern_indices``: loss, reordering and corruption all show."""
+    head = _PATTERN_MAGIC + struct.pack("!I", index)
+    return head + bytes((index + i) & 0xFF for i in range(size - len(head)))
+
+
+def pattern_index(payload: bytes) -> int | None:
+    """The index carried by an intact ``pattern_payload``, else None."""
+    if not payload.startswith(_PATTERN_MAGIC) or len(payload) < 10:
+        return None
+    index = struct.unpack_from("!I", payload, 6)[0]
+    return index if payload == pattern_payload(index, len(payload)) else None
+
+
 def is_rtcp(data: bytes) -> bool:
     """RFC 5761 §4: RTP payload types 64-95 collide with RTCP packet types 192-223."""
     return len(data) >= 2 and 192 <= data[1] <= 223
@@ -277,6 +296,10 @@ class RtpEndpoint:
             while len(self.rtcp_received) < count:
                 self._arrived.clear()
                 await self._arrived.wait()
+
+    def pattern_indices(self) -> list[int | None]:
+        """Indices of received ``pattern_payload`` packets in arrival order (None = corrupt)."""
+        return [pattern_index(p.payload) for p in self.received]
 
     def payloads(self, ssrc: int | None = None) -> list[bytes]:
         return [p.payload for p in self.received if ssrc is None or p.ssrc == ssrc]

@@ -12,7 +12,7 @@ import pytest
 from tests.support.certs import GATEWAY_NAME, client_context, make_test_pki, server_context
 from tests.support.net import free_port, free_port_pair
 from tests.support.phone import answerer, apply_answer, sdes_offer
-from tests.support.rtp import RtpEndpoint
+from tests.support.rtp import RtpEndpoint, pattern_index, pattern_payload
 from tests.support.sdes import SUITES, SdesKey, answer_sdp, make_sdp, parse_media
 from tests.support.sip_ua import SipTestUA
 from tests.support.sipmsg import StreamFramer, parse_message
@@ -74,6 +74,10 @@ async def test_wrong_key_rekey_and_ssrc_change() -> None:
                 await asyncio.sleep(0.01)
         assert b.received == []
         b.set_keys(rx=k1)
+        await a.send_stream(3, 0.001, payload=pattern_payload)
+        await b.wait_for_packets(3)
+        assert b.pattern_indices() == [0, 1, 2] and pattern_index(b"\x00" * 160) is None
+        b.clear()
         old_ssrc = a.ssrc
         a.send()
         await b.wait_for_packets(1)
