@@ -92,8 +92,10 @@ class ClientTransaction:
         self.tid = tid
         self.request = request
         self._queue: asyncio.Queue[SipResponse | Exception] = asyncio.Queue()
+        self.done = False  # a final response (or an error) has been queued
 
     def _push(self, item: SipResponse | Exception) -> None:
+        self.done = isinstance(item, Exception) or item.status >= 200
         self._queue.put_nowait(item)
 
     async def response(self) -> SipResponse:
@@ -195,7 +197,7 @@ class SipStack:
         """RFC 3261 §18.2.1 / RFC 3581: note where the request really came from."""
         via = req.via[0]
         changed = False
-        if via.host.strip("[]") != source.ip:
+        if via.host.strip("[]") != source.ip or via.rport_requested:  # RFC 3581 §4: both
             via.params["received"] = source.ip
             changed = True
         if via.rport_requested:
@@ -359,9 +361,9 @@ class SipStack:
                                          cancels=True))
         elif isinstance(ev, ResponseReceived):
             client = self._clients.get(ev.tid) if ev.tid is not None else None
-            if client is not None:
+            if client is not None and not client.done:
                 client._push(ev.response)
-            elif self._on_stray is not None:
+            elif self._on_stray is not None:  # e.g. a retransmitted 2xx: the UAC re-ACKs it
                 self._on_stray(ev.response, ev.source)
         elif isinstance(ev, TimedOut):
             client = self._clients.pop(ev.tid, None)

@@ -1,4 +1,4 @@
-"""Shared plumbing for the SIP integration tests: keys, configs, raw clients, event capture."""
+"""Shared plumbing for the SIP integration tests (no tests here): keys, configs, raw clients."""
 
 from __future__ import annotations
 
