@@ -305,8 +305,8 @@ def _split_lines(data: bytes | str) -> list[str]:
         raise bad(f"SDP has more than {MAX_LINES} lines")
     lines = []
     for line in raw:
-        line = line.removesuffix("\r")
-        if not line.strip():
+        line = line.removesuffix("\r").rstrip(" \t")  # trailing blanks: a common phone bug
+        if not line:
             continue
         if len(line) > MAX_LINE_LENGTH:
             raise bad("SDP line too long")

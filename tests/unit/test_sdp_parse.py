@@ -22,6 +22,11 @@ def test_lf_only_line_endings_are_accepted_and_written_as_crlf() -> None:
     assert parse_sdp(body).to_bytes() == sdp_samples.ASTERISK_RTP
 
 
+def test_trailing_blanks_are_tolerated() -> None:
+    body = sdp_samples.ASTERISK_RTP.replace(b"\r\n", b" \t\r\n")
+    assert parse_sdp(body).to_bytes() == sdp_samples.ASTERISK_RTP
+
+
 def test_structured_reads_of_a_baresip_offer() -> None:
     sdp = parse_sdp(sdp_samples.BARESIP_SRTP)
     assert (sdp.origin.sess_id, sdp.origin.sess_version, sdp.origin.address) == (
