@@ -4,7 +4,8 @@ N sessions (default 200), each with a plain RTP endpoint on leg 0 and an SRTP en
 both sending 20 ms packets to the relay; the offered rate is spread evenly over the 2N streams.
 Every received packet is verified (the SRTP side decrypts it with the relay's outbound key, the
 plain side checks the sender's SSRC). Reports delivered pps, loss, one-way latency through the
-relay (p50/p99, sender clock to receiver clock, both CLOCK_MONOTONIC), relay CPU µs/packet
+relay (p50/p99, sender clock to receiver clock, both CLOCK_MONOTONIC) and the same for a direct
+generator-to-generator baseline, whose difference is the latency the relay adds; relay CPU µs/packet
 (utime+stime from /proc/<pid>/stat over relayed packets), relay RSS per session and the
 generator's own CPU. Progress line each second, then a table and one JSON line.
 
@@ -31,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.media.api import Address, LegConfig, SrtpParams, generate_params
+from gateway.media.api import Address, LegConfig, RelayTotals, SrtpParams, generate_params
 from gateway.media.control import RelayClient
 from gateway.media.srtp import MAX_PACKET, PacketBuffer, SrtpContext, protect_rtp, unprotect_rtp
 
@@ -240,30 +241,55 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--suite", default="AES_CM_128_HMAC_SHA1_80")
     ap.add_argument("--port-min", type=int, default=46000)
     ap.add_argument("--port-max", type=int, default=47999)
+    ap.add_argument("--baseline", type=float, default=3.0,
+                    help="seconds of direct generator-to-generator traffic first, to subtract "
+                         "the generator's own latency (0 = skip)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
     args = ap.parse_args(argv)
     if not 1 <= args.sessions <= 2000 or not 0 < args.pps <= 200_000 or not (
-            0 < args.duration <= 120):
-        ap.error("--sessions 1..2000, --pps up to 200000, --duration up to 120 s")
+            0 < args.duration <= 120) or not 0 <= args.baseline <= 60:
+        ap.error("--sessions 1..2000, --pps up to 200000, --duration up to 120 s, "
+                 "--baseline up to 60 s")
 
     with tempfile.TemporaryDirectory(prefix="srtpgw-load-") as tmp:
         control = os.path.join(tmp, "relay.sock")
         relay = start_relay(control, args.port_min, args.port_max)
         gen = LoadGenerator(args.sessions)
         try:
-            return asyncio.run(_run(args, relay, control, gen))
+            return _run(args, relay, control, gen)
         finally:
             gen.close()
             relay.terminate()
             relay.wait(10)
 
 
-async def _run(args: argparse.Namespace, relay: subprocess.Popen[bytes], control: str,
-               gen: LoadGenerator) -> int:
+async def _prepare(control: str, gen: LoadGenerator, args: argparse.Namespace) -> RelayTotals:
     client = await RelayClient.connect(control)
-    rss_empty = proc_rss_kib(relay.pid)
     await setup(client, gen, args.sessions, args.suite)
-    before = await client.fetch_totals()
+    totals = await client.fetch_totals()
+    await client.close()
+    return totals
+
+
+async def _fetch_totals(control: str) -> RelayTotals:
+    client = await RelayClient.connect(control)
+    totals = await client.fetch_totals()
+    await client.close()
+    return totals
+
+
+def _run(args: argparse.Namespace, relay: subprocess.Popen[bytes], control: str,
+         gen: LoadGenerator) -> int:
+    """Baseline (generator to itself), then the relayed run; the generator runs in this
+    process's main thread, so no other thread competes with it for the GIL."""
+    baseline: LoadResult | None = None
+    if args.baseline > 0:
+        for i in range(args.sessions):
+            plain_peer, srtp_peer = gen.endpoints(i)
+            gen.set_target(i, srtp_peer, plain_peer, None, None)
+        baseline = gen.run(args.pps, args.baseline)
+    rss_empty = proc_rss_kib(relay.pid)
+    before = asyncio.run(_prepare(control, gen, args))
     cpu_before = proc_cpu_s(relay.pid)
     last = [time.monotonic(), cpu_before]
 
@@ -276,12 +302,10 @@ async def _run(args: argparse.Namespace, relay: subprocess.Popen[bytes], control
         print(f"  t={elapsed_ns / 1e9:5.1f}s sent={sent} received={received} bad={bad} "
               f"relay_cpu={load:5.1f}%", file=sys.stderr, flush=True)
 
-    result = await asyncio.get_running_loop().run_in_executor(
-        None, gen.run, args.pps, args.duration, progress)
+    result = gen.run(args.pps, args.duration, progress)
     cpu_used = proc_cpu_s(relay.pid) - cpu_before
     rss_loaded = proc_rss_kib(relay.pid)
-    after = await client.fetch_totals()
-    await client.close()
+    after = asyncio.run(_fetch_totals(control))
     relayed = after.packets_out - before.packets_out
     report = {
         "benchmark": "media_load", "sessions": args.sessions, "suite": args.suite,
@@ -292,6 +316,12 @@ async def _run(args: argparse.Namespace, relay: subprocess.Popen[bytes], control
         "latency_p50_us": round(result.percentile(0.50), 1),
         "latency_p99_us": round(result.percentile(0.99), 1),
         "latency_max_us": round(max(result.latencies_us, default=float("nan")), 1),
+        "baseline_p50_us": round(baseline.percentile(0.50), 1) if baseline else None,
+        "baseline_p99_us": round(baseline.percentile(0.99), 1) if baseline else None,
+        "added_p50_us": round(result.percentile(0.50) - baseline.percentile(0.50), 1)
+        if baseline else None,
+        "added_p99_us": round(result.percentile(0.99) - baseline.percentile(0.99), 1)
+        if baseline else None,
         "relay_packets": relayed,
         "relay_cpu_us_per_packet": round(cpu_used / relayed * 1e6, 2) if relayed else None,
         "relay_cpu_pct": round(100 * cpu_used / args.duration, 1),
@@ -306,6 +336,8 @@ async def _run(args: argparse.Namespace, relay: subprocess.Popen[bytes], control
             ("delivered pps", report["delivered_pps"]), ("loss %", report["loss_pct"]),
             ("bad packets", report["bad"]),
             ("latency p50 / p99 µs", f"{report['latency_p50_us']} / {report['latency_p99_us']}"),
+            ("direct p50 / p99 µs", f"{report['baseline_p50_us']} / {report['baseline_p99_us']}"),
+            ("added p50 / p99 µs", f"{report['added_p50_us']} / {report['added_p99_us']}"),
             ("relay CPU µs/packet", report["relay_cpu_us_per_packet"]),
             ("relay CPU %", report["relay_cpu_pct"]),
             ("relay RSS KiB/session", report["relay_rss_kib_per_session"]),
