@@ -113,9 +113,15 @@ class _Attributes:
         return found
 
     def set_direction(self, direction: str | None) -> None:
-        self.remove(*DIRECTIONS)
+        """Put ``direction`` where the first direction attribute was (else at the end); None
+        removes them all. Other attributes keep their order."""
+        kept = [a for a in self.attributes if a.name not in DIRECTIONS]
         if direction is not None:
-            self.add(direction)
+            first = next((i for i, a in enumerate(self.attributes) if a.name in DIRECTIONS),
+                         len(self.attributes))
+            kept.insert(sum(1 for a in self.attributes[:first] if a.name not in DIRECTIONS),
+                        Attribute(direction))
+        self.attributes[:] = kept
 
 
 @dataclass(slots=True, repr=False)

@@ -381,7 +381,8 @@ def _fill(m: Media, stream: OurStream, direction: str, mux: bool, cryptos: list[
     m.connection = Connection.for_address(stream.rtp[0])
     m.lines = [(t, v) for t, v in m.lines if t not in _FOREIGN_MEDIA_LINES]
     m.attributes = [a for a in m.attributes if a.name not in FOREIGN_ATTRIBUTES]
-    _set_direction(m, direction)
+    if m.direction is not None or direction != "sendrecv":
+        m.set_direction(direction)
     rtcp = stream.rtcp
     if rtcp is not None and rtcp != stream.rtp and not mux:
         if rtcp[0] != stream.rtp[0]:
@@ -394,17 +395,6 @@ def _fill(m: Media, stream: OurStream, direction: str, mux: bool, cryptos: list[
     for value in cryptos:
         m.add("crypto", value)
     m.attributes.extend(copy.copy(a) for a in stream.attributes)
-
-
-def _set_direction(m: Media, direction: str) -> None:
-    """Keep the direction attribute where the template had it; add one only if not sendrecv."""
-    for i, a in enumerate(m.attributes):
-        if a.name in DIRECTIONS:
-            m.attributes[i] = Attribute(direction)
-            m.attributes[i + 1:] = [b for b in m.attributes[i + 1:] if b.name not in DIRECTIONS]
-            return
-    if direction != "sendrecv":
-        m.add(direction)
 
 
 def _session_connection(sdp: SessionDescription) -> None:

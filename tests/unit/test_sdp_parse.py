@@ -63,6 +63,18 @@ def test_rtcp_attribute_with_address_and_unknown_lines_kept() -> None:
     assert audio.get("x-custom") == "keep me"
 
 
+def test_set_direction_keeps_attribute_order() -> None:
+    sdp = parse_sdp(HEAD + "m=audio 5 RTP/AVP 0\r\na=x\r\na=sendonly\r\na=y\r\na=inactive\r\n")
+    (audio,) = sdp.media
+    assert audio.direction == "inactive"
+    audio.set_direction("recvonly")
+    assert [str(a) for a in audio.attributes] == ["x", "recvonly", "y"]
+    audio.set_direction(None)
+    assert [str(a) for a in audio.attributes] == ["x", "y"] and audio.direction is None
+    audio.set_direction("sendonly")
+    assert [str(a) for a in audio.attributes] == ["x", "y", "sendonly"]
+
+
 def test_old_style_hold_reads_as_sendonly() -> None:
     sdp = parse_sdp(sdp_samples.OLD_HOLD)
     assert sdp.connection is not None and sdp.connection.is_hold
