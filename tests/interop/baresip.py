@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from tests.interop.procs import Proc, Procs, free_port, wait_log
+from tests.interop.procs import Proc, Procs, free_port, private_port_range, wait_log
 from tests.interop.tone import write_tone
 
 TEMPLATE = Path(__file__).with_name("peers") / "baresip.config.in"
 TONE_SECONDS = 30.0
+RTP_SPAN = 16
 
 
 @dataclass
@@ -37,6 +38,9 @@ class Softphone:
         self.dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port(self.address, span=2)
+        # baresip binds its RTP sockets to the wildcard address, so its media is told apart by
+        # this private port range rather than by its SIP address.
+        self.rtp_min = private_port_range(RTP_SPAN)
         self.tone = write_tone(self.dir / "tone.wav", self.tone_hz, TONE_SECONDS)
         self.proc: Proc | None = None
 
@@ -49,11 +53,17 @@ class Softphone:
             return f"sip:{self.name}@{self.address}:{self.tls_port};transport=tls"
         return f"sip:{self.name}@{self.address}:{self.port}"
 
+    @property
+    def capture_filter(self) -> str:
+        """BPF for everything this phone sends or receives (SIP by address, media by port)."""
+        return f"host {self.address} or udp portrange {self.rtp_min}-{self.rtp_min + RTP_SPAN - 1}"
+
     def write_config(self) -> None:
         empty = self.dir / "none.pem"
         empty.touch()
         text = Template(TEMPLATE.read_text()).substitute(
             address=self.address, port=self.port, tone=self.tone, record_dir=self.dir,
+            rtp_min=self.rtp_min, rtp_max=self.rtp_min + RTP_SPAN - 1,
             certificate=self.certificate or empty, ca_file=self.ca_file or empty)
         if self.certificate is None:
             text = "\n".join(ln for ln in text.splitlines()

@@ -7,6 +7,7 @@ still running, so a failing test never leaves a softphone or proxy behind.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -101,6 +102,19 @@ def free_port(host: str = "127.0.0.1", *, udp: bool = True, tcp: bool = True,
         if all(_is_free(host, base + i, udp, tcp) for i in range(span)):
             return base
     raise RuntimeError(f"no free port range of {span} on {host}")
+
+
+def private_port_range(span: int, lo: int = 12000, hi: int = 29999) -> int:
+    """Base of ``span`` free UDP ports below the kernel's ephemeral range.
+
+    Ports other tests get by binding port 0 come from the ephemeral range (32768+), so a range
+    picked here is not shared with them and a capture filter on it sees only our media.
+    """
+    for _ in range(200):
+        base = random.randrange(lo, hi - span, 2)
+        if all(_is_free("0.0.0.0", base + i, True, False) for i in range(span)):
+            return base
+    raise RuntimeError(f"no free private port range of {span}")
 
 
 def _is_free(host: str, port: int, udp: bool, tcp: bool) -> bool:
