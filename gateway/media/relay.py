@@ -14,11 +14,12 @@ goes to the handler the DTLS layer attached. Run it on uvloop.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import itertools
 import os
 import select
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.config import MediaSection
@@ -202,9 +203,7 @@ class MediaRelay:
 
     def update_leg_now(self, session_id: str, leg: int, stream: int, cfg: LegConfig) -> None:
         sess, ep = self._find(session_id, leg, stream)
-        for addr in (cfg.remote_rtp, cfg.remote_rtcp):
-            if addr is not None:
-                _check_address(addr)
+        cfg = replace(cfg, remote_rtp=_remote(cfg.remote_rtp), remote_rtcp=_remote(cfg.remote_rtcp))
         if not cfg.rtcp_mux:
             self._rtcp_socket(sess, ep)
         ep.configure(cfg)
@@ -294,7 +293,7 @@ class MediaRelay:
         ep = self._find(session_id, leg, stream)[1]
         if ep.send_rtp is None:
             raise UnknownSession(session_id)
-        _check_address(addr)
+        addr = _check_address(addr)
         try:
             ep.send_rtp(data, addr)
         except OSError as exc:
@@ -400,12 +399,22 @@ class MediaRelay:
         return sess, sess.legs[leg][stream]
 
 
-def _check_address(addr: Address) -> None:
+def _check_address(addr: Address) -> Address:
+    """The address with its IP in canonical text (as recvfrom reports it), or InvalidParams."""
     try:
         host, port = addr
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-    except (ValueError, TypeError, OSError):
+        ip = ipaddress.ip_address(host)
+    except (ValueError, TypeError):
         raise InvalidParams(f"not an IP address and port: {addr!r}") from None
-    if not isinstance(port, int) or not 0 < port < 65536:
+    if not isinstance(port, int) or not 0 <= port < 65536:
         raise InvalidParams(f"port out of range in {addr!r}")
+    return (str(ip), port)
+
+
+def _remote(addr: Address | None) -> Address | None:
+    """A signalled remote; c=0.0.0.0 (old-style hold) or port 0 means "send nothing"."""
+    if addr is None:
+        return None
+    addr = _check_address(addr)
+    return None if addr[1] == 0 or ipaddress.ip_address(addr[0]).is_unspecified else addr
 

@@ -342,3 +342,43 @@ async def test_ten_thousand_sessions_leave_nothing_behind() -> None:
     assert _fds() == fds
     assert _rss_kib() - rss < 4096
     await relay.close()
+
+
+async def test_hold_address_sends_nothing(relay: MediaRelay) -> None:
+    a, b = await Peer.open(), await Peer.open()
+    info = await relay.create_session()
+    await relay.update_leg(info.session_id, 0, 0, LegConfig(remote_rtp=a.addr))
+    await relay.update_leg(info.session_id, 1, 0, LegConfig(remote_rtp=("0.0.0.0", b.addr[1])))
+    a.send(rtp(1), info.local(0).rtp)
+    assert await b.nothing()
+    assert (await relay.stats(info.session_id)).legs[0][0].drops["no_remote"] == 1
+    await relay.update_leg(info.session_id, 1, 0, LegConfig(remote_rtp=b.addr))
+    a.send(rtp(2), info.local(0).rtp)
+    assert await b.recv() == rtp(2)
+    a.close()
+    b.close()
+
+
+async def test_ipv6_loopback() -> None:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback on this machine")
+    lo, hi = free_range(20)
+    relay = MediaRelay(MediaSection(address="::1", port_min=lo, port_max=hi))
+    a, b = await Peer.open("::1"), await Peer.open("::1")
+    keys = [generate_params("AEAD_AES_256_GCM") for _ in range(2)]
+    info = await relay.create_session()
+    assert info.local(0).rtp[0] == "::1"
+    await relay.update_leg(info.session_id, 0, 0,
+                           LegConfig(remote_rtp=("0:0:0:0:0:0:0:1", a.addr[1])))
+    await relay.update_leg(info.session_id, 1, 0, LegConfig(remote_rtp=b.addr, rx=keys[0],
+                                                            tx=keys[1]))
+    a.send(rtp(9), info.local(0).rtp)
+    assert SrtpContext(keys[1], outbound=False).unprotect(await b.recv()) == rtp(9)
+    b.send(SrtpContext(keys[0], outbound=True).protect(rtp(10)), info.local(1).rtp)
+    assert await a.recv() == rtp(10)
+    await relay.close()
+    a.close()
+    b.close()
