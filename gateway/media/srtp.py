@@ -154,3 +154,4 @@ protect_rtp = lib.srtp_protect
 unprotect_rtp = lib.srtp_unprotect
 protect_rtcp = lib.srtp_protect_rtcp
 unprotect_rtcp = lib.srtp_unprotect_rtcp
+remove_stream = lib.srtp_remove_stream

@@ -14,6 +14,7 @@ source if nothing came from the signalled IP).
 from __future__ import annotations
 
 from collections.abc import Callable
+from socket import htonl
 from typing import Any
 
 from gateway.media.api import Address, LegConfig, SrtpParams, StreamStats
@@ -26,11 +27,13 @@ from gateway.media.srtp import (
     SrtpContext,
     protect_rtcp,
     protect_rtp,
+    remove_stream,
     unprotect_rtcp,
     unprotect_rtp,
 )
 
 Sender = Callable[[Any, Address], int]
+MAX_TX_SSRCS = 16
 
 
 def looks_like_plain_rtcp(packet: bytes) -> bool:
@@ -56,6 +59,7 @@ class LegStream:
         "latched_rtp", "nat_learning", "packets_in", "packets_out", "peer", "port", "rtcp_mux",
         "rx", "rx_alt", "rx_alt_handle", "rx_alt_previous", "rx_handle", "secure",
         "send_rtcp", "send_rtp", "signalled_rtcp", "signalled_rtp", "tx", "tx_handle",
+        "tx_ssrc", "tx_ssrcs",
     )
 
     def __init__(self, port: int = 0, rtcp_mux: bool = True) -> None:
@@ -78,6 +82,8 @@ class LegStream:
         self.rx_alt_previous = False
         self.tx: SrtpContext | None = None
         self.tx_handle: Any = None
+        self.tx_ssrc = b""
+        self.tx_ssrcs: list[bytes] = []
         self.send_rtp: Sender | None = None
         self.send_rtcp: Sender | None = None
         self.dtls_handler: Callable[[bytes, Address], None] | None = None
@@ -118,6 +124,8 @@ class LegStream:
             if peer.dst_rtp is None:
                 self.drop_no_remote += 1
                 return 0
+            if rx is None and buf.data[8:12] != peer.tx_ssrc:
+                peer.track_tx_ssrc(buf.data[8:12])
             if protect_rtp(tx, buf.cdata, lenp):
                 self.drop_malformed += 1
                 return 0
@@ -171,6 +179,8 @@ class LegStream:
             return 0
         if peer.tx_handle is not None:
             lenp[0] = n
+            if self.rx_handle is None and buf.data[4:8] != peer.tx_ssrc:
+                peer.track_tx_ssrc(buf.data[4:8])
             if protect_rtcp(peer.tx_handle, buf.cdata, lenp):
                 self.drop_malformed += 1
                 return 0
@@ -197,6 +207,20 @@ class LegStream:
         if func(self.rx_alt_handle, buf.cdata, buf.length) == OK:
             return OK
         return status
+
+    def track_tx_ssrc(self, ssrc: bytes) -> None:
+        """Bound the outbound libsrtp streams a plain peer can make us create.
+
+        libsrtp keeps one stream per SSRC for ever; a plain leg's packets are unauthenticated (and
+        spoofable from the signalled IP), so only the MAX_TX_SSRCS most recent SSRCs keep theirs.
+        """
+        self.tx_ssrc = ssrc
+        seen = self.tx_ssrcs
+        if ssrc in seen:
+            seen.remove(ssrc)
+        elif len(seen) >= MAX_TX_SSRCS:
+            remove_stream(self.tx_handle, htonl(int.from_bytes(seen.pop(0), "big")))
+        seen.append(ssrc)
 
     def _rx_failed(self, status: int) -> None:
         if status == AUTH_FAIL:
@@ -282,6 +306,7 @@ class LegStream:
             return
         if self.tx is not None:
             self.tx.close()
+        self.tx_ssrc, self.tx_ssrcs = b"", []
         self.tx = SrtpContext(params, outbound=True) if params is not None else None
         self.tx_handle = self.tx.handle if self.tx is not None else None
 

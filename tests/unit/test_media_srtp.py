@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import struct
+from socket import htonl
 
 import pylibsrtp
 import pytest
@@ -17,7 +18,7 @@ from gateway.media.api import (
     SrtpParams,
     generate_params,
 )
-from gateway.media.srtp import AUTH_FAIL, REPLAY_FAIL, SrtpContext, SrtpError
+from gateway.media.srtp import AUTH_FAIL, REPLAY_FAIL, SrtpContext, SrtpError, remove_stream
 
 STOCK_PROFILES = {
     "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
@@ -178,3 +179,11 @@ def test_unencrypted_srtcp_sends_clear_with_e_bit_off() -> None:
     assert rx.unprotect(packet, rtcp=True) == rtcp_sr()
     assert rx.unprotect(SrtpContext(params, outbound=True).protect(rtcp_sr(8), rtcp=True),
                         rtcp=True) == rtcp_sr(8)
+
+
+def test_remove_stream_takes_the_ssrc_in_network_order() -> None:
+    tx = SrtpContext(generate_params("AES_CM_128_HMAC_SHA1_80"), outbound=True)
+    tx.protect(rtp(1, ssrc=0x01020304))
+    assert remove_stream(tx.handle, htonl(0x04030201)) != 0
+    assert remove_stream(tx.handle, htonl(0x01020304)) == 0
+    assert remove_stream(tx.handle, htonl(0x01020304)) != 0

@@ -237,3 +237,19 @@ def test_looks_like_plain_rtcp() -> None:
     assert not looks_like_plain_rtcp(rtcp_rr() + b"\x80\x00\x00\x01" + bytes(10))
     assert not looks_like_plain_rtcp(b"\x00" * 8)
     assert not looks_like_plain_rtcp(b"")
+
+
+def test_plain_peer_cannot_grow_outbound_srtp_streams_without_bound() -> None:
+    tx_key = generate_params(SUITE)
+    pair = Pair(LegConfig(remote_rtp=A), LegConfig(remote_rtp=B, rx=generate_params(SUITE),
+                                                   tx=tx_key))
+    b_rx = SrtpContext(tx_key, outbound=False)
+    for ssrc in range(1, 101):
+        out = pair.feed(0, rtp(ssrc, ssrc=ssrc), A)
+        assert out is not None and b_rx.unprotect(out) == rtp(ssrc, ssrc=ssrc)
+    tracked = pair.legs[1].tx_ssrcs
+    assert len(tracked) == 16 and tracked[-1] == (100).to_bytes(4, "big")
+    out = pair.feed(0, rtp(500, ssrc=1), A)  # an evicted SSRC comes back: a fresh stream
+    assert out is not None and b_rx.unprotect(out) == rtp(500, ssrc=1)
+    out = pair.feed(0, rtcp_rr(ssrc=7777), A, rtcp=True)
+    assert out is not None and len(pair.legs[1].tx_ssrcs) == 16
