@@ -1,0 +1,159 @@
+"""The running gateway: SIP stack, firewall, B2BUA and media relay wired from one Config.
+
+``serve(config)`` runs until ``stop`` is set; ``run(config)`` is what ``srtpgw run`` calls: uvloop,
+SIGINT/SIGTERM stop it, exit status 0. The ``Gateway`` object holds every component as an
+attribute so operations code (admin endpoint, CDRs, reload, drain) can reach them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import uvloop
+
+from gateway.b2bua.b2bua import B2bua
+from gateway.b2bua.call import Call
+from gateway.b2bua.routing import source_allowed
+from gateway.config import Config
+from gateway.media.relay import MediaRelay
+from gateway.ops.log import get_logger
+from gateway.policy.acl import Source
+from gateway.policy.firewall import Firewall
+from gateway.sip.errors import SipParseError
+from gateway.sip.events import Tid
+from gateway.sip.message import SipResponse
+from gateway.sip.stack import IncomingRequest, SipStack
+from gateway.sip.transport import MessageSource
+
+log = get_logger("app")
+
+
+def _source(src: MessageSource) -> Source:
+    return Source(src.listener, src.transport, src.ip, src.port, src.tls_identities,
+                  src.tls_fingerprint)
+
+
+class Gateway:
+    """All components of one running gateway; ``start``/``stop`` bracket its life."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.loop = asyncio.get_running_loop()
+        self.firewall = Firewall(config)
+        self.relay = MediaRelay(config.media, on_timeout=self._media_timeout)
+        self.stack = SipStack(config, self._on_request, admit=self._admit,
+                              on_invalid=self._on_invalid,
+                              on_stray_response=self._on_stray,
+                              on_ack_timeout=self._on_ack_timeout)
+        self.b2bua = B2bua(config, self.stack, self.relay, clock=self.loop.time)
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    @property
+    def calls(self) -> dict[str, Call]:
+        """The live calls, by call id."""
+        return self.b2bua.calls
+
+    async def start(self) -> None:
+        await self.stack.start()
+        self._arm_sweep()
+        log.info("gateway.ready", listeners=self.listeners(), name=self.config.gateway.name,
+                 trunks=",".join(t.name for t in self.config.trunks),
+                 media=f"{self.config.media.address}:{self.config.media.port_min}-"
+                       f"{self.config.media.port_max}")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        await self.b2bua.close()
+        await self.stack.stop()
+        await self.relay.close()
+        log.info("gateway.stopped")
+
+    def listeners(self) -> str:
+        """``udp:127.0.0.1:5060,tls:127.0.0.1:5061``: every listener as actually bound."""
+        out = []
+        for li in self.config.listeners:
+            host, port = self.stack.bound(li.name)
+            out.append(f"{li.transport}:{host}:{port}")
+        return ",".join(out)
+
+    # ------------------------------------------------------------------ stack callbacks
+    def _admit(self, src: MessageSource) -> bool:
+        if src.transport == "tls" and src.connection_id is None:
+            # Before the handshake there is no certificate to check yet: admit by network
+            # here; every message on the connection is admitted again with its identity.
+            return any(t.listener == src.listener and source_allowed(t, src.ip)
+                       for t in self.config.trunks)
+        return self.firewall.admit(_source(src), self.loop.time())
+
+    def _on_invalid(self, src: MessageSource, exc: SipParseError) -> None:
+        self.firewall.unparseable(_source(src), exc.status, exc.reason, self.loop.time())
+
+    def _on_request(self, incoming: IncomingRequest) -> None:
+        req = incoming.request
+        if incoming.cancels:
+            self.b2bua.handle(incoming)
+            return
+        verdict = self.firewall.inspect(req, _source(incoming.source), req.to.tag is not None,
+                                        self.loop.time())
+        if verdict.action == "drop":
+            return
+        if verdict.action == "reject":
+            if incoming.tid is not None:
+                resp = req.create_response(verdict.status, verdict.reason or None)
+                for name, value in verdict.headers:
+                    resp.headers.add(name, value)
+                incoming.respond(resp)
+            return
+        self.b2bua.handle(incoming, verdict.trunk)
+
+    def _on_stray(self, response: SipResponse, source: MessageSource) -> None:
+        self.b2bua.handle_stray_response(response, source)
+
+    def _on_ack_timeout(self, tid: Tid) -> None:
+        self.b2bua.handle_ack_timeout(tid)
+
+    def _media_timeout(self, session_id: str, stream: int) -> None:
+        self.b2bua.on_media_timeout(session_id, stream)
+
+    # ------------------------------------------------------------------ housekeeping
+    def _arm_sweep(self) -> None:
+        interval = max(1.0, min(60.0, self.config.sip.session_expires / 10))
+        self._sweeper = self.loop.call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        self.b2bua.sweep()
+        self._arm_sweep()
+
+
+async def serve(config: Config, *, stop: asyncio.Event | None = None) -> int:
+    """Run the gateway until ``stop`` is set; 0 on a clean stop."""
+    stop = stop or asyncio.Event()
+    gw = Gateway(config)
+    try:
+        await gw.start()
+        await stop.wait()
+    finally:
+        await gw.stop()
+    return 0
+
+
+def run(config: Config) -> int:
+    """``srtpgw run``: uvloop, SIGINT/SIGTERM stop cleanly, exit status 0."""
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            return await serve(config, stop=stop)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(ValueError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main())
