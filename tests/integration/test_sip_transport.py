@@ -1,0 +1,400 @@
+"""Transport defences with real sockets and certificates: TLS version/cert/CA/identity failures,
+buffer limits, slow loris, half-open connections, pipelining, keep-alives, certificate reload."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ssl
+
+import pytest
+import uvloop
+
+from gateway.config import TlsSection
+from gateway.sip.errors import TransportFailure
+from gateway.sip.framing import PING, PONG
+from gateway.sip.transport import Target
+from tests.integration.test_sip_helpers import (
+    GATEWAY_ID,
+    Answering,
+    Keys,
+    capture,
+    client_tls,
+    closed_by_peer,
+    config,
+    extra_leaf,
+    make_keys,
+    options,
+    read_message,
+    request,
+    started,
+    udp_recv,
+    udp_socket,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:Overriding the \"event_loop_policy\"")
+
+
+@pytest.fixture(scope="module")
+def event_loop_policy() -> uvloop.EventLoopPolicy:
+    return uvloop.EventLoopPolicy()
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    k = make_keys(tmp_path_factory.mktemp("sipkeys"))
+    extra_leaf(k, "evil", dns=["evil.srtpgw.test"], uris=["sip:evil.srtpgw.test"])
+    extra_leaf(k, "gateway2", dns=["gateway.srtpgw.test"], uris=[GATEWAY_ID])
+    return k
+
+
+async def tls_attempt(port: tuple[str, int], ctx: ssl.SSLContext) -> str:
+    """'answered' when an OPTIONS gets a response, else how the attempt ended."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(*port, ssl=ctx), 3)
+    except (ssl.SSLError, OSError) as exc:
+        return f"handshake: {type(exc).__name__}"
+    try:
+        writer.write(options("TLS"))
+        await read_message(reader, 2)
+        return "answered"
+    except (ssl.SSLError, OSError, asyncio.IncompleteReadError) as exc:
+        return f"after handshake: {type(exc).__name__}"
+    finally:
+        writer.close()
+
+
+async def failure_reason(cap: object, n: int = 1) -> list[str]:
+    for _ in range(100):
+        events = cap.events("tls.handshake_failed")  # type: ignore[attr-defined]
+        if len(events) >= n:
+            return [str(e["reason"]) for e in events]
+        await asyncio.sleep(0.02)
+    return []
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1")
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1])
+async def test_old_tls_versions_refused(keys: Keys, version: ssl.TLSVersion) -> None:
+    stack = await started(config(keys), Answering())
+    try:
+        ctx = client_tls(keys, min_version=version, max_version=version)
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the client really offer the old version
+        with capture() as cap:
+            outcome = await tls_attempt(stack.bound("tls"), ctx)
+            reasons = await failure_reason(cap)
+        assert outcome.startswith("handshake")
+        assert reasons and ("protocol" in reasons[0] or "version" in reasons[0]), reasons
+    finally:
+        await stack.stop()
+
+
+async def test_tls12_and_13_accepted(keys: Keys) -> None:
+    stack = await started(config(keys), Answering())
+    try:
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            ctx = client_tls(keys, min_version=version, max_version=version)
+            assert await tls_attempt(stack.bound("tls"), ctx) == "answered"
+    finally:
+        await stack.stop()
+
+
+async def test_tls13_floor_refuses_12(keys: Keys) -> None:
+    cfg = config(keys)
+    cfg = dataclasses.replace(cfg, tls=dataclasses.replace(cfg.tls, min_version="1.3"))
+    stack = await started(cfg, Answering())
+    try:
+        ctx = client_tls(keys, max_version=ssl.TLSVersion.TLSv1_2)
+        assert (await tls_attempt(stack.bound("tls"), ctx)).startswith("handshake")
+    finally:
+        await stack.stop()
+
+
+async def test_missing_client_certificate_refused_when_required(keys: Keys) -> None:
+    handler = Answering()
+    stack = await started(config(keys, client_auth="require"), handler)
+    try:
+        with capture() as cap:
+            outcome = await tls_attempt(stack.bound("tls"), client_tls(keys, cert=None))
+            reasons = await failure_reason(cap)
+        assert outcome != "answered" and handler.requests == []
+        assert reasons and "certificate" in reasons[0], reasons
+    finally:
+        await stack.stop()
+
+
+async def test_missing_client_certificate_allowed_when_optional(keys: Keys) -> None:
+    handler = Answering()
+    stack = await started(config(keys, client_auth="optional"), handler)
+    try:
+        assert await tls_attempt(stack.bound("tls"), client_tls(keys, cert=None)) == "answered"
+        assert handler.requests[0].source.tls_identities == ()
+        assert handler.requests[0].source.tls_fingerprint is None
+    finally:
+        await stack.stop()
+
+
+async def test_client_certificate_from_another_ca_refused(keys: Keys) -> None:
+    handler = Answering()
+    stack = await started(config(keys), handler)
+    try:
+        ctx = client_tls(keys, cert="peer", ca_dir=keys.other)
+        with capture() as cap:
+            outcome = await tls_attempt(stack.bound("tls"), ctx)
+            reasons = await failure_reason(cap)
+        assert outcome != "answered" and handler.requests == []
+        assert reasons and "certificate" in reasons[0], reasons
+    finally:
+        await stack.stop()
+
+
+async def test_server_with_wrong_identity_refused_outbound(keys: Keys) -> None:
+    server = await started(config(keys, cert="evil"), Answering())
+    client = await started(config(keys), Answering())
+    try:
+        dest = Target("tls", *server.bound("tls"), tls_identity=(GATEWAY_ID,))
+        with capture() as cap:
+            with pytest.raises(TransportFailure, match="identity"):
+                await asyncio.wait_for(client.request(request("OPTIONS", "evil"), dest), 5)
+            events = cap.events("tls.handshake_failed")
+        outbound = [e for e in events if e.get("direction") == "outbound"]
+        assert outbound and outbound[0]["reason"] == "identity mismatch"
+        assert "sip:evil.srtpgw.test" in str(outbound[0]["presented"])
+        assert client.transports.connections == 0
+        # the same server is fine for a trunk that expects that identity
+        ok = Target("tls", *server.bound("tls"), tls_identity=("sip:evil.srtpgw.test",))
+        assert (await client.request(request("OPTIONS", "evil-ok"), ok)).status == 200
+    finally:
+        await client.stop()
+        await server.stop()
+
+
+async def test_server_from_unknown_ca_refused_outbound(keys: Keys) -> None:
+    cfg = config(keys)
+    other = dataclasses.replace(cfg, tls=TlsSection(
+        certificate=keys.other / "gateway.crt", private_key=keys.other / "gateway.key",
+        ca_file=keys.other / "ca.crt", handshake_timeout=2.0))
+    server = await started(other, Answering())
+    client = await started(cfg, Answering())
+    try:
+        with capture() as cap:
+            with pytest.raises(TransportFailure):
+                await asyncio.wait_for(client.request(
+                    request("OPTIONS", "unknown-ca"),
+                    Target("tls", *server.bound("tls"), tls_identity=(GATEWAY_ID,))), 5)
+            reasons = await failure_reason(cap)
+        assert any("certificate" in r for r in reasons), reasons
+    finally:
+        await client.stop()
+        await server.stop()
+
+
+async def test_fingerprint_pin(keys: Keys) -> None:
+    server = await started(config(keys), Answering())
+    client = await started(config(keys), Answering())
+    try:
+        port = server.bound("tls")
+        with pytest.raises(TransportFailure, match="fingerprint"):
+            await client.request(request("OPTIONS", "pin-bad"), Target(
+                "tls", *port, tls_identity=(GATEWAY_ID,), tls_fingerprints=("00" * 32,)))
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        from gateway.sip.identity import cert_fingerprint
+        cert = x509.load_pem_x509_certificate((keys.dir / "gateway.crt").read_bytes())
+        pin = cert_fingerprint(cert.public_bytes(Encoding.DER)).upper()
+        pin = ":".join(pin[i:i + 2] for i in range(0, len(pin), 2))
+        resp = await client.request(request("OPTIONS", "pin-ok"), Target(
+            "tls", *port, tls_identity=(GATEWAY_ID,), tls_fingerprints=(pin,)))
+        assert resp.status == 200
+    finally:
+        await client.stop()
+        await server.stop()
+
+
+async def test_one_mebibyte_without_header_end_is_cut_off(keys: Keys) -> None:
+    stack = await started(config(keys), Answering())
+    try:
+        reader, writer = await asyncio.open_connection(*stack.bound("tcp"))
+        junk = b"OPTIONS sip:x SIP/2.0\r\nX-Junk: " + b"a" * (1 << 20)
+        try:
+            for i in range(0, len(junk), 16384):
+                writer.write(junk[i:i + 16384])
+                await asyncio.wait_for(writer.drain(), 5)
+        except (ConnectionError, RuntimeError):  # RuntimeError: uvloop, transport closed
+            pass
+        assert await closed_by_peer(reader, 2)
+        assert stack.transports.counters["framing_errors"] == 1
+        assert stack.transports.connections == 0
+        writer.close()
+    finally:
+        await stack.stop()
+
+
+async def test_slow_loris_cut_off_at_header_deadline(keys: Keys) -> None:
+    stack = await started(config(keys, header_timeout=0.5), Answering())
+    try:
+        with capture() as cap:
+            reader, writer = await asyncio.open_connection(*stack.bound("tcp"))
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            data = options("TCP")
+            closed_at = None
+            for i in range(len(data)):  # one byte every 50 ms would take ~15 s
+                if writer.is_closing() or reader.at_eof():
+                    break
+                writer.write(data[i:i + 1])
+                try:
+                    if await asyncio.wait_for(reader.read(1), 0.05) == b"":
+                        closed_at = loop.time()
+                        break
+                except TimeoutError:
+                    continue
+                except ConnectionError:
+                    closed_at = loop.time()
+                    break
+            assert closed_at is not None and closed_at - start < 2.0
+            assert cap.events("sip.slow_header")
+        writer.close()
+    finally:
+        await stack.stop()
+
+
+async def test_idle_connection_closed(keys: Keys) -> None:
+    stack = await started(config(keys, tcp_idle_timeout=1.0), Answering())
+    try:
+        reader, writer = await asyncio.open_connection(*stack.bound("tcp"))
+        writer.write(options("TCP"))
+        assert (await read_message(reader)).status == 200
+        assert await closed_by_peer(reader, 3)
+        writer.close()
+    finally:
+        await stack.stop()
+
+
+async def test_stalled_tls_handshake_times_out(keys: Keys) -> None:
+    cfg = config(keys)
+    cfg = dataclasses.replace(cfg, tls=dataclasses.replace(cfg.tls, handshake_timeout=0.5))
+    stack = await started(cfg, Answering())
+    try:
+        with capture() as cap:
+            reader, writer = await asyncio.open_connection(*stack.bound("tls"))  # no ClientHello
+            assert await closed_by_peer(reader, 3)
+            reasons = await failure_reason(cap)
+        assert reasons == ["handshake timeout"]
+        writer.close()
+    finally:
+        await stack.stop()
+
+
+async def test_half_closed_connection_released(keys: Keys) -> None:
+    stack = await started(config(keys), Answering())
+    try:
+        reader, writer = await asyncio.open_connection(*stack.bound("tcp"))
+        writer.write(options("TCP")[:40])
+        writer.write_eof()  # half-open: we will never finish the message
+        assert await closed_by_peer(reader, 3)  # the server closes its side too
+        writer.close()
+        for _ in range(50):
+            if stack.transports.connections == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert stack.transports.connections == 0
+        # a complete request followed by a half-close is still answered
+        reader, writer = await asyncio.open_connection(*stack.bound("tcp"))
+        writer.write(options("TCP"))
+        writer.write_eof()
+        assert (await read_message(reader)).status == 200
+        writer.close()
+    finally:
+        await stack.stop()
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+async def test_pipelined_requests_answered_in_order(keys: Keys, transport: str) -> None:
+    handler = Answering()
+    stack = await started(config(keys), handler)
+    try:
+        ctx = client_tls(keys) if transport == "tls" else None
+        reader, writer = await asyncio.open_connection(*stack.bound(transport), ssl=ctx)
+        burst = b"".join(options(transport.upper(), call_id=f"p{i}") for i in range(5))
+        writer.write(burst)
+        got = [(await read_message(reader)).call_id for _ in range(5)]
+        assert got == [f"p{i}" for i in range(5)]
+        one = options(transport.upper(), call_id="bytewise")
+        for cut in (1, 17, 60, len(one) - 1):  # split points inside start line, headers, end
+            writer.write(one[:cut])
+            await writer.drain()
+            await asyncio.sleep(0.01)
+            writer.write(one[cut:])
+            assert (await read_message(reader)).call_id == "bytewise"
+        writer.close()
+    finally:
+        await stack.stop()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+async def test_crlf_ping_answered_with_pong(keys: Keys, transport: str) -> None:
+    stack = await started(config(keys), Answering())
+    try:
+        if transport == "udp":
+            sock = udp_socket()
+            sock.sendto(PING, stack.bound("udp"))
+            assert await udp_recv(sock) == PONG
+            sock.close()
+            return
+        ctx = client_tls(keys) if transport == "tls" else None
+        reader, writer = await asyncio.open_connection(*stack.bound(transport), ssl=ctx)
+        writer.write(PING)
+        assert await asyncio.wait_for(reader.readexactly(2), 2) == PONG
+        writer.write(options(transport.upper()))  # the connection still carries SIP
+        assert (await read_message(reader)).status == 200
+        writer.close()
+    finally:
+        await stack.stop()
+
+
+async def test_outbound_connections_send_keepalive_pings(keys: Keys) -> None:
+    received = bytearray()
+    got_ping = asyncio.Event()
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            received.extend(data)
+            if received.endswith(PING):
+                got_ping.set()
+                writer.write(PONG)
+
+    server = await asyncio.start_server(peer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = await started(config(keys, keepalive_interval=0.2), Answering())
+    try:
+        tx = client.client(request("OPTIONS", "ka"), Target("tcp", "127.0.0.1", port))
+        await asyncio.wait_for(got_ping.wait(), 3)
+        assert received.startswith(b"OPTIONS ") and tx.tid is not None
+        assert client.transports.connections == 1  # the pong kept it alive and framed fine
+    finally:
+        await client.stop()
+        server.close()
+
+
+async def test_tls_reload_keeps_established_connections(keys: Keys) -> None:
+    handler = Answering()
+    stack = await started(config(keys), handler)
+    try:
+        reader, writer = await asyncio.open_connection(*stack.bound("tls"), ssl=client_tls(keys))
+        writer.write(options("TLS", call_id="before"))
+        assert (await read_message(reader)).status == 200
+        first = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        stack.reload_tls(config(keys, cert="gateway2"))
+        writer.write(options("TLS", call_id="after-reload"))
+        assert (await read_message(reader)).call_id == "after-reload"
+        r2, w2 = await asyncio.open_connection(*stack.bound("tls"), ssl=client_tls(keys))
+        w2.write(options("TLS", call_id="new"))
+        assert (await read_message(r2)).status == 200
+        second = w2.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        assert first != second
+        writer.close()
+        w2.close()
+    finally:
+        await stack.stop()
