@@ -122,6 +122,9 @@ class RtpEndpoint:
         self.auth_failures = 0
         self.replays = 0
         self.undecodable = 0
+        # SRTCP packets that failed to unprotect; baresip, for one, sends a plain 16-byte RTCP
+        # APP "PINGPONG" before its first SRTCP packet, so tests assert on RTP counters.
+        self.rtcp_failures = 0
         self._transport: asyncio.DatagramTransport | None = None
         self._rtcp_transport: asyncio.DatagramTransport | None = None
         self._arrived = asyncio.Event()
@@ -278,7 +281,7 @@ class RtpEndpoint:
             try:
                 data = self._rx.unprotect_rtcp(data)
             except pylibsrtp.Error:
-                self.auth_failures += 1
+                self.rtcp_failures += 1
                 return
         self.rtcp_received.append((data, addr))
         self._arrived.set()
