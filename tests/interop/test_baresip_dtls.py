@@ -137,9 +137,20 @@ class MiniUa(asyncio.DatagramProtocol):
                 return response
 
 
-def our_sdp(port: int, attributes: tuple[object, ...]) -> bytes:
+class MuxPhone(Softphone):
+    """baresip with rtcp_mux on: without it baresip runs a second DTLS association on the
+    RTCP port (RFC 5764 §4.1), which the relay's DTLS hook does not serve (RTP socket only)."""
+
+    def write_config(self) -> None:
+        super().write_config()
+        config = self.dir / "config"
+        config.write_text(config.read_text().replace("rtcp_mux\t\tno", "rtcp_mux\t\tyes"))
+
+
+def our_sdp(port: int, attributes: tuple[object, ...], feedback: bool = False) -> bytes:
+    proto = "UDP/TLS/RTP/SAVPF" if feedback else "UDP/TLS/RTP/SAVP"
     lines = ["v=0", f"o=srtpgw 1 1 IN IP4 {GW}", "s=-", f"c=IN IP4 {GW}", "t=0 0",
-             f"m=audio {port} UDP/TLS/RTP/SAVP 0", "a=rtpmap:0 PCMU/8000", "a=rtcp-mux",
+             f"m=audio {port} {proto} 0", "a=rtpmap:0 PCMU/8000", "a=rtcp-mux",
              "a=sendrecv", *(f"a={a}" for a in attributes)]
     return ("\r\n".join(lines) + "\r\n").encode()
 
@@ -157,7 +168,10 @@ class Gateway:
                            on_failed=lambda r: self.outcome.done() or self.outcome.set_result(r),
                            on_connected=lambda e: self.outcome.done()
                            or self.outcome.set_result(e),
-                           accept_sha1=False, handshake_timeout=8.0)
+                           accept_sha1=False, handshake_timeout=8.0,
+                           # baresip's media sockets are bound to 0.0.0.0: on loopback its
+                           # datagrams come from 127.0.0.1, not the address in its SDP.
+                           nat_learning=True)
         assert phone.transport is not None
         relay.update_leg_now(self.sid, 1, 0,
                              LegConfig(remote_rtp=phone.transport.get_extra_info("sockname")))
@@ -194,6 +208,7 @@ async def run_media(gw: Gateway, phone: PlainPhone) -> HandshakeCompleted:
 
 
 def check_audio(gw: Gateway, phone: PlainPhone, baresip: Softphone) -> None:
+    assert "DTLS-SRTP complete" in baresip.log()
     stats = gw.relay.stats_now(gw.sid)
     assert stats.legs[0][0].packets_in > 50 and stats.legs[0][0].auth_failures == 0
     heard = ulaw_decode(bytes(phone.heard))
@@ -206,9 +221,8 @@ async def parts(tmp_path: Path):
     keys = init_keys(tmp_path / "keys")
     identity = DtlsIdentity.from_files(keys.dtls_cert, keys.dtls_key)
     loop = asyncio.get_running_loop()
-    base = free_port(GW, span=400)
-    relay = MediaRelay(MediaSection(address=GW, port_min=base & ~1,
-                                    port_max=(base & ~1) + 399))
+    base = min(free_port(GW, tcp=False), 65535 - 402) & ~1  # busy ports are skipped by the relay
+    relay = MediaRelay(MediaSection(address=GW, port_min=base, port_max=base + 399))
     ua_t, ua = await loop.create_datagram_endpoint(MiniUa, local_addr=(GW, 0))
     ph_t, phone = await loop.create_datagram_endpoint(PlainPhone, local_addr=(GW, 0))
     yield relay, identity, ua, phone
@@ -221,7 +235,7 @@ async def test_baresip_calls_us_and_we_answer_active(tmp_path: Path, procs: Proc
                                                      parts: tuple) -> None:
     require_tool("baresip")
     relay, identity, ua, phone = parts
-    baresip = Softphone("alice", workdir=tmp_path, address="127.0.0.2", tone_hz=BARESIP_TONE,
+    baresip = MuxPhone("alice", workdir=tmp_path, address="127.0.0.2", tone_hz=BARESIP_TONE,
                         mediaenc="dtls_srtp")
     await asyncio.to_thread(baresip.start, procs, CALL_SECONDS + 4,
                             f"sip:gw@{GW}:{ua.port}")
@@ -234,9 +248,11 @@ async def test_baresip_calls_us_and_we_answer_active(tmp_path: Path, procs: Proc
     gw.start(role_for_setup(setup), remote, fingerprints)
     tag = secrets.token_hex(4)
     ua.respond(invite, 200, src, tag,
-               our_sdp(gw.dtls_port, dtls_attributes(gw.leg.fingerprint, setup, gw.leg.tls_id)))
+               our_sdp(gw.dtls_port, dtls_attributes(gw.leg.fingerprint, setup, gw.leg.tls_id),
+                       feedback=params.feedback))  # type: ignore[attr-defined]
     event = await run_media(gw, phone)
-    assert event.keys.suite == "AES_CM_128_HMAC_SHA1_80"
+    assert event.keys.suite == "AES_CM_128_HMAC_SHA1_80"  # the only profile baresip 1.0 offers
+    assert event.cipher.startswith("ECDHE-RSA-")  # baresip serves with its RSA certificate
     bye, src = await asyncio.wait_for(ua.requests.get(), 15.0)
     while bye.method != "BYE":
         bye, src = await asyncio.wait_for(ua.requests.get(), 15.0)
@@ -249,7 +265,7 @@ async def test_baresip_calls_us_and_we_answer_active(tmp_path: Path, procs: Proc
 async def test_we_call_baresip_with_actpass(tmp_path: Path, procs: Procs, parts: tuple) -> None:
     require_tool("baresip")
     relay, identity, ua, phone = parts
-    baresip = Softphone("bob", workdir=tmp_path, address="127.0.0.3", tone_hz=BARESIP_TONE,
+    baresip = MuxPhone("bob", workdir=tmp_path, address="127.0.0.3", tone_hz=BARESIP_TONE,
                         mediaenc="dtls_srtp")
     await asyncio.to_thread(baresip.start, procs, CALL_SECONDS + 6)
     gw = Gateway(relay, identity, phone)
