@@ -14,6 +14,7 @@ from gateway.sdp.offer_answer import LegPolicy, read_answer, read_offer
 from tests.conftest import require_tool
 from tests.interop.baresip import Softphone
 from tests.interop.procs import Procs
+from tests.support.certs import GATEWAY_NAME, client_context, make_test_pki, server_context
 from tests.support.phone import answerer, apply_answer, sdes_offer
 from tests.support.rtp import RtpEndpoint
 from tests.support.sdes import parse_media
@@ -39,16 +40,27 @@ async def _media_both_ways(ep: RtpEndpoint) -> None:
     assert detect_tone(ep.payloads()[10:], PHONE_TONE), "baresip's tone did not arrive intact"
 
 
-async def test_ua_calls_baresip_with_sdes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["udp", "tls"])
+async def test_ua_calls_baresip_with_sdes(tmp_path: Path, transport: str) -> None:
     require_tool("baresip")
     procs = Procs(tmp_path)
-    ua = await SipTestUA.start("udp", user="alice")
+    keys_dir = tmp_path / "keys"
+    make_test_pki(keys_dir)
+    server_pem = keys_dir / "gateway.pem"
+    server_pem.write_bytes((keys_dir / "gateway.crt").read_bytes()
+                           + (keys_dir / "gateway.key").read_bytes())
+    tls = {"tls_server": server_context(keys_dir, "peer"),
+           "tls_client": client_context(keys_dir, "peer"),
+           "server_name": GATEWAY_NAME} if transport == "tls" else {}
+    ua = await SipTestUA.start(transport, user="alice", **tls)
     ep = await RtpEndpoint.open(rtcp_mux=False)
     try:
-        phone = Softphone("bob", tmp_path, "127.0.0.1", PHONE_TONE, mediaenc="srtp-mand")
+        phone = Softphone("bob", tmp_path, "127.0.0.1", PHONE_TONE, mediaenc="srtp-mand",
+                          certificate=server_pem, ca_file=keys_dir / "ca.crt")
         phone.start(procs, seconds=30)
         offer, keys = sdes_offer(ep, (SUITE,))
-        call = await ua.invite(phone.uri(), (phone.address, phone.port), offer)
+        port = phone.tls_port if transport == "tls" else phone.port
+        call = await ua.invite(phone.uri(transport), (phone.address, port), offer)
         final = await call.wait_final(timeout=10)
         assert final.status == 200, final.start
         answer = final.body
@@ -60,6 +72,9 @@ async def test_ua_calls_baresip_with_sdes(tmp_path: Path) -> None:
         assert stream.remote_key.key == ep.rx_key.key and stream.local_key.key == keys[0].key
         await _media_both_ways(ep)
         assert (await call.bye()).status == 200
+        if transport == "tls":
+            cert = ua.tls_peer_cert((phone.address, port))
+            assert cert is not None and ("DNS", GATEWAY_NAME) in cert["subjectAltName"]
     finally:
         await ua.close()
         ep.close()
