@@ -9,7 +9,6 @@ input (modulo CRLF normalisation and the canonical RFC 4566 line order).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from gateway.ops.log import redact_text
@@ -224,9 +223,6 @@ class SessionDescription(_Attributes):
         return (f"SessionDescription(o={str(self.origin)!r}, "
                 f"media={[m.mline() for m in self.media]!r})")
 
-    def __iter__(self) -> Iterator[Media]:
-        return iter(self.media)
-
     def to_text(self) -> str:
         out = ["v=0", f"o={self.origin}", f"s={self.name}"]
         out += [f"{t}={v}" for t, v in self.lines if t in _SESSION_BEFORE_C]
@@ -323,7 +319,7 @@ def _split_lines(data: bytes | str) -> list[str]:
 def parse_sdp(data: bytes | str) -> SessionDescription:
     """Parse an SDP body; raise ``SdpError(400, ...)`` on anything malformed or oversized."""
     lines = _split_lines(data)
-    if not lines or lines[0] != "v=0":
+    if not lines or not lines[0].startswith("v=") or not grammar.VERSION.fullmatch(lines[0][2:]):
         raise bad("SDP must start with v=0")
     origin: Origin | None = None
     session = None

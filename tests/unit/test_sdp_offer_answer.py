@@ -84,6 +84,7 @@ def test_answer_from_sdes_peer_yields_both_keys_and_plain_answer_back() -> None:
     answer_text = peer_answer(offer_b.to_text(), tag=3)
     b = read_answer(offer_b, answer_text, SRTP)
     (stream,) = b.streams
+    assert b.accepted == (stream,) and stream.srtp and not a.streams[0].srtp
     assert stream.accepted and stream.rtp == ("203.0.113.9", 7000) and stream.rtcp_mux
     assert stream.crypto_tag == 3 and stream.suite == "AES_CM_128_HMAC_SHA1_80"
     assert stream.remote_key.key == cryptos(answer_text)[0].material
@@ -242,6 +243,7 @@ def test_answer_needs_the_key_of_the_chosen_suite() -> None:
 def test_t38_reinvite_keeps_port_zero_and_relays_udptl_on_plain_legs() -> None:
     a = read_offer(S.T38_REINVITE, RTP)
     audio, image = a.streams
+    assert a.accepted == (image,)
     assert not audio.accepted and image.accepted and image.rtp == ("10.20.0.5", 17470)
     offer = build_offer(a.sdp, [None, ours(30004, RTP)], RTP, new_origin(GW)).to_text()
     assert "m=audio 0 RTP/AVP 0\r\n" in offer and "m=image 30004 udptl t38\r\n" in offer
