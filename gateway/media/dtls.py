@@ -121,7 +121,10 @@ class DtlsSession:
 
     def _context(self, identity: DtlsIdentity, profiles: list[Profile]) -> SSL.Context:
         ctx = SSL.Context(SSL.DTLS_METHOD)
-        ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_QUERY_MTU | SSL.OP_NO_COMPRESSION)
+        # No renegotiation: keys are exported once, a renegotiated session would silently
+        # diverge from the SRTP keys the relay runs.
+        ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_QUERY_MTU | SSL.OP_NO_COMPRESSION
+                        | SSL.OP_NO_RENEGOTIATION)
         ctx.set_max_proto_version(DTLS1_2_VERSION)
         ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify)

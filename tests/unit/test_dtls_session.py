@@ -6,6 +6,8 @@ import warnings
 
 import pylibsrtp
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from OpenSSL import crypto
 
 from gateway.media.dtls import PROFILES, DtlsConfigError, DtlsSession, dtls_suites
@@ -273,3 +275,36 @@ def test_is_dtls_follows_rfc7983_ranges() -> None:
     assert is_dtls(b"\x14") and is_dtls(b"\x3f")
     assert not is_dtls(b"\x13") and not is_dtls(b"\x40") and not is_dtls(b"\x80")
     assert not is_dtls(b"")
+
+
+IDENTITY_A, IDENTITY_B = ecdsa_identity(), ecdsa_identity()
+dtls_garbage = st.lists(st.binary(min_size=1, max_size=300).map(lambda b: bytes([20 + b[0] % 44])
+                                                                 + b[1:]), max_size=6)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(garbage=dtls_garbage, role=st.sampled_from(["client", "server"]))
+def test_garbage_in_any_handshake_state_never_raises(garbage: list[bytes], role: str) -> None:
+    session = DtlsSession(IDENTITY_A, role,  # type: ignore[arg-type]
+                          remote_fingerprints=[("sha-256", IDENTITY_B.fingerprint())])
+    session.start(0.0)
+    for i, datagram in enumerate(garbage):
+        session.receive_datagram(datagram, 0.1 * i)
+        session.handle_timer(0.1 * i)
+    while (event := session.next_event()) is not None:
+        assert isinstance(event, DtlsFailed)
+        assert session.state == "failed"
+    assert session.state in ("handshaking", "failed")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(garbage=dtls_garbage)
+def test_garbage_after_connect_never_raises_or_rekeys(garbage: list[bytes]) -> None:
+    client, server = pair(IDENTITY_A, IDENTITY_B)
+    run(client, server)
+    assert isinstance(client.next_event(), HandshakeCompleted)
+    for datagram in garbage:
+        client.receive_datagram(datagram, 1.0)
+    event = client.next_event()
+    assert event is None or isinstance(event, (DtlsFailed, DtlsClosed))
+    assert client.next_event() is None or client.state in ("failed", "closed")
