@@ -37,11 +37,22 @@ def media_range() -> int:
 @dataclass
 class Rig:
     gw: Gateway
-    pbx: SipTestUA       # legacy, UDP, plain RTP
-    carrier: SipTestUA   # secure, TLS, SRTP
-    udp: tuple[str, int]
-    tls: tuple[str, int]
+    pbx: SipTestUA        # legacy, UDP, plain RTP
+    pbx2: SipTestUA       # a second legacy PBX (rtp <-> rtp)
+    carrier: SipTestUA    # secure, TLS, SRTP (AEAD_AES_256_GCM preferred)
+    carrier2: SipTestUA   # a second secure peer (AES_CM_128_HMAC_SHA1_80 only)
     keys: Path
+
+    def addr(self, listener: str) -> tuple[str, int]:
+        return self.gw.stack.bound(listener)
+
+    @property
+    def udp(self) -> tuple[str, int]:
+        return self.addr("udp")
+
+    @property
+    def tls(self) -> tuple[str, int]:
+        return self.addr("tls")
 
     async def endpoints(self) -> tuple[RtpEndpoint, RtpEndpoint]:
         return await RtpEndpoint.open(), await RtpEndpoint.open()
@@ -55,26 +66,50 @@ class Rig:
 
     async def settle(self) -> None:
         """Let the gateway finish its BYEs and media closes."""
-        for _ in range(100):
+        for _ in range(150):
             if not self.gw.b2bua._tasks and self.gw.relay.totals().sessions_active == 0:
                 return
             await asyncio.sleep(0.02)
 
 
-def gateway_config(tmp: Path, keys: Path, pbx: SipTestUA, carrier: SipTestUA,
+def gateway_config(tmp: Path, keys: Path, uas: dict[str, SipTestUA],
                    **overrides: Any) -> Config:
+    """Four trunks, each on its own listener. From the PBX, R-URI users starting with 9 go to
+    the second PBX and with 8 to the second carrier; from the carrier, 7 goes to the second
+    carrier; everything else crosses legacy <-> secure."""
     start = media_range()
-    pbx_trunk = {"name": "pbx", "side": "legacy", "listener": "udp", "transport": "udp",
-                 "peer": f"127.0.0.1:{pbx.port}", "allowed_sources": ["127.0.0.1/32"],
-                 "media": "rtp", "route_to": "carrier", "trusted": True}
-    carrier_trunk = {"name": "carrier", "side": "secure", "listener": "tls", "transport": "tls",
-                     "peer": f"127.0.0.1:{carrier.port}", "allowed_sources": ["127.0.0.1/32"],
-                     "tls_identity": ["sip:peer.srtpgw.test"], "media": "srtp",
-                     "suites": ["AEAD_AES_256_GCM", "AES_CM_128_HMAC_SHA1_80"],
-                     "route_to": "pbx"}
-    pbx_trunk.update(overrides.pop("pbx", {}))
-    carrier_trunk.update(overrides.pop("carrier", {}))
-    raw = {
+
+    def legacy(name: str, listener: str, **kw: Any) -> dict[str, Any]:
+        return {"name": name, "side": "legacy", "listener": listener, "transport": "udp",
+                "peer": f"127.0.0.1:{uas[name].port}", "allowed_sources": ["127.0.0.1/32"],
+                "media": "rtp", **kw}
+
+    def secure(name: str, listener: str, suites: list[str], **kw: Any) -> dict[str, Any]:
+        return {"name": name, "side": "secure", "listener": listener, "transport": "tls",
+                "peer": f"{uas[name].host}:{uas[name].port}", "allowed_sources": ["127.0.0.0/8"],
+                "tls_identity": ["sip:peer.srtpgw.test"], "media": "srtp", "suites": suites,
+                **kw}
+
+    trunks = {
+        "pbx": legacy("pbx", "udp", route_to="carrier", trusted=True,
+                      route=[{"prefix": "9", "strip": 1, "to": "pbx2"},
+                             {"prefix": "8", "strip": 1, "to": "carrier2"}]),
+        "pbx2": legacy("pbx2", "udp2", route_to="pbx"),
+        "carrier": secure("carrier", "tls", ["AEAD_AES_256_GCM", "AES_CM_128_HMAC_SHA1_80"],
+                          route_to="pbx", route=[{"prefix": "7", "strip": 1, "to": "carrier2"}]),
+        "carrier2": secure("carrier2", "tls2", ["AES_CM_128_HMAC_SHA1_80"], route_to="carrier"),
+    }
+    for name, extra in overrides.pop("trunks", {}).items():
+        trunks[name].update(extra)
+
+    def listener(name: str, transport: str) -> dict[str, Any]:
+        li = {"name": name, "transport": transport, "address": "127.0.0.1",
+              "port": free_port("udp" if transport == "udp" else "tcp")}
+        if transport == "tls":
+            li["tls_client_auth"] = "require"
+        return li
+
+    raw: dict[str, Any] = {
         "gateway": {"user_agent": "srtpgw-test"},
         "tls": {"certificate": str(keys / "gateway.crt"), "private_key": str(keys / "gateway.key"),
                 "ca_file": str(keys / "ca.crt")},
@@ -82,37 +117,38 @@ def gateway_config(tmp: Path, keys: Path, pbx: SipTestUA, carrier: SipTestUA,
         "media": {"address": "127.0.0.1", "port_min": start, "port_max": start + 49},
         "sip": {"t1": 0.1, "t2": 0.4, "t4": 0.5},
         "admin": {"enabled": False},
-        "listener": [
-            {"name": "udp", "transport": "udp", "address": "127.0.0.1",
-             "port": free_port("udp")},
-            {"name": "tls", "transport": "tls", "address": "127.0.0.1",
-             "port": free_port("tcp"), "tls_client_auth": "require"},
-        ],
-        "trunk": [pbx_trunk, carrier_trunk],
+        "listener": [listener("udp", "udp"), listener("udp2", "udp"), listener("tls", "tls"),
+                     listener("tls2", "tls")],
+        "trunk": list(trunks.values()),
     }
-    raw.update(overrides)
+    for section, values in overrides.items():
+        raw[section] = {**raw.get(section, {}), **values}
     return config_from_dict(raw, file=str(tmp / "gw.toml"))
 
 
 @pytest.fixture
 async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     keys = make_test_pki(tmp_path / "keys").dir
-    pbx = await SipTestUA.start("udp", user="pbx", domain="pbx.internal")
-    carrier = await SipTestUA.start("tls", user="carrier", domain="carrier.internal",
-                                    tls_server=server_context(keys, "peer"),
-                                    tls_client=client_context(keys, "peer"),
-                                    server_name=GATEWAY_NAME)
-    overrides = getattr(request, "param", {})
-    cfg = gateway_config(tmp_path, keys, pbx, carrier, **overrides)
+    uas = {
+        "pbx": await SipTestUA.start("udp", user="pbx", domain="pbx.internal"),
+        "pbx2": await SipTestUA.start("udp", user="pbx2", domain="pbx2.internal"),
+    }
+    # Both carriers present the same certificate; distinct addresses keep the stack's
+    # connection reuse (RFC 5923: same address and identity) from mixing them up.
+    for name, host in (("carrier", "127.0.0.1"), ("carrier2", "127.0.0.2")):
+        uas[name] = await SipTestUA.start("tls", host, user=name, domain=f"{name}.internal",
+                                          tls_server=server_context(keys, "peer"),
+                                          tls_client=client_context(keys, "peer"),
+                                          server_name=GATEWAY_NAME)
+    cfg = gateway_config(tmp_path, keys, uas, **getattr(request, "param", {}))
     gw = Gateway(cfg)
     await gw.start()
-    rig = Rig(gw, pbx, carrier, gw.stack.bound("udp"), gw.stack.bound("tls"), keys)
     try:
-        yield rig
+        yield Rig(gw, uas["pbx"], uas["pbx2"], uas["carrier"], uas["carrier2"], keys)
     finally:
         await gw.stop()
-        await pbx.close()
-        await carrier.close()
+        for ua in uas.values():
+            await ua.close()
 
 
 async def media_both_ways(a: RtpEndpoint, b: RtpEndpoint, count: int = 20) -> None:
@@ -166,5 +202,81 @@ async def test_secure_calls_legacy_srtp_to_rtp(rig: Rig) -> None:
     # the callee hangs up this time
     assert (await incoming.bye(3)).status == 200
     await call.wait_request("BYE", 3)
+    await rig.settle()
+    rig.assert_clean()
+
+
+async def establish(rig: Rig, caller: SipTestUA, callee: SipTestUA, ruri_user: str,
+                    at: tuple[str, int], suites: tuple[str, ...] | None = None):
+    """A call from ``caller`` to ``callee`` with media endpoints; returns both dialogs and
+    endpoints (caller's first). ``suites``: the caller offers SDES with these."""
+    a_ep, b_ep = await rig.endpoints()
+    callee.uas.answer = answerer(b_ep)
+    caller.uas.answer = answerer(a_ep)
+    keys = None
+    if suites:
+        offer, keys = sdes_offer(a_ep, suites)
+    else:
+        offer = plain_offer(a_ep)
+    call = await caller.invite(f"sip:{ruri_user}@{DOMAIN}", at, offer)
+    final = await call.wait_final(5)
+    assert final.status == 200, final
+    apply_answer(a_ep, final.body, keys)
+    incoming = await callee.wait_call(2)
+    await incoming.wait_ack(2)
+    return call, incoming, a_ep, b_ep
+
+
+async def test_srtp_to_srtp_independent_keys_different_suites(rig: Rig) -> None:
+    call, incoming, a_ep, b_ep = await establish(rig, rig.carrier, rig.carrier2, "7100",
+                                                 rig.tls, ("AEAD_AES_256_GCM",))
+    assert incoming.invite.uri.startswith("sip:100@")   # prefix 7 stripped
+    assert a_ep.tx_key.suite == "AEAD_AES_256_GCM"
+    assert b_ep.rx_key.suite == "AES_CM_128_HMAC_SHA1_80"
+    assert b_ep.rx_key.key not in (a_ep.tx_key.key, a_ep.rx_key.key)
+    await media_both_ways(a_ep, b_ep)
+    await call.bye(3)
+    await rig.settle()
+    rig.assert_clean()
+
+
+async def test_rtp_to_rtp(rig: Rig) -> None:
+    call, incoming, a_ep, b_ep = await establish(rig, rig.pbx, rig.pbx2, "9555", rig.udp)
+    assert call.state == "confirmed"
+    assert incoming.invite.uri.startswith("sip:555@")
+    assert b"crypto" not in incoming.invite.body
+    await media_both_ways(a_ep, b_ep)
+    await incoming.bye(3)
+    await rig.settle()
+    rig.assert_clean()
+
+
+async def test_hold_resume_rekey_and_address_change(rig: Rig) -> None:
+    call, incoming, pbx_ep, car_ep = await establish(rig, rig.pbx, rig.carrier, "100", rig.udp)
+    await media_both_ways(pbx_ep, car_ep)
+
+    held = await call.reinvite(plain_offer(pbx_ep, direction="sendonly"))
+    assert held.status == 200 and "a=recvonly" in held.sdp
+    reoffer = await incoming.wait_request("INVITE", 2, count=1)
+    assert "a=sendonly" in reoffer.sdp and "RTP/SAVP" in reoffer.sdp
+    resumed = await call.reinvite(plain_offer(pbx_ep))
+    assert resumed.status == 200 and "recvonly" not in resumed.sdp
+    await media_both_ways(pbx_ep, car_ep)
+
+    # the secure side re-keys (new key, same address), then moves to a new address and SSRC
+    offer, keys = sdes_offer(car_ep, ("AEAD_AES_256_GCM",))
+    rekeyed = await incoming.reinvite(offer)
+    assert rekeyed.status == 200
+    apply_answer(car_ep, rekeyed.body, keys)
+    await media_both_ways(pbx_ep, car_ep)
+
+    moved = await RtpEndpoint.open()
+    offer, keys = sdes_offer(moved, ("AES_CM_128_HMAC_SHA1_80",))
+    resp = await incoming.reinvite(offer)
+    assert resp.status == 200
+    apply_answer(moved, resp.body, keys)
+    await media_both_ways(pbx_ep, moved)
+    moved.close()
+    await call.bye(3)
     await rig.settle()
     rig.assert_clean()
