@@ -55,8 +55,9 @@ async def test_ua_calls_baresip_with_sdes(tmp_path: Path, transport: str) -> Non
     ua = await SipTestUA.start(transport, user="alice", **tls)
     ep = await RtpEndpoint.open(rtcp_mux=False)
     try:
-        phone = Softphone("bob", tmp_path, "127.0.0.1", PHONE_TONE, mediaenc="srtp-mand",
-                          certificate=server_pem, ca_file=keys_dir / "ca.crt")
+        phone = Softphone("bob", tmp_path, address="127.0.0.1", tone_hz=PHONE_TONE,
+                          mediaenc="srtp-mand", certificate=server_pem,
+                          ca_file=keys_dir / "ca.crt")
         phone.start(procs, seconds=30)
         offer, keys = sdes_offer(ep, (SUITE,))
         port = phone.tls_port if transport == "tls" else phone.port
@@ -89,7 +90,8 @@ async def test_baresip_calls_ua_with_sdes(tmp_path: Path) -> None:
     ep = await RtpEndpoint.open(rtcp_mux=False)
     try:
         ua.uas.answer = answerer(ep, suites=(SUITE,))
-        phone = Softphone("bob", tmp_path, "127.0.0.1", PHONE_TONE, mediaenc="srtp-mand")
+        phone = Softphone("bob", tmp_path, address="127.0.0.1", tone_hz=PHONE_TONE,
+                          mediaenc="srtp-mand")
         phone.start(procs, seconds=30, dial=f"sip:alice@127.0.0.1:{ua.port}")
         incoming = await ua.wait_call(timeout=10)
         await incoming.wait_ack(timeout=10)
