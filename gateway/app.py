@@ -1,15 +1,16 @@
 """The running gateway: SIP stack, firewall, B2BUA and media relay wired from one Config.
 
 ``serve(config)`` runs until ``stop`` is set; ``run(config)`` is what ``srtpgw run`` calls: uvloop,
-SIGINT/SIGTERM stop it, exit status 0. The ``Gateway`` object holds every component as an
-attribute so operations code (admin endpoint, CDRs, reload, drain) can reach them.
+SIGHUP reloads, SIGINT/SIGTERM drain and stop it, exit status 0. The ``Gateway`` object holds
+every component as an attribute so operations code (admin endpoint, CDRs, reload, drain) can
+reach them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
+from collections import Counter
+from collections.abc import Callable
 
 import uvloop
 
@@ -18,7 +19,9 @@ from gateway.b2bua.call import Call
 from gateway.b2bua.routing import source_allowed
 from gateway.config import Config
 from gateway.media.relay import MediaRelay
+from gateway.ops.gateway_view import GatewayOps
 from gateway.ops.log import get_logger
+from gateway.ops.service import OpsService
 from gateway.policy.acl import Source
 from gateway.policy.firewall import Firewall
 from gateway.sip.errors import SipParseError
@@ -47,8 +50,11 @@ class Gateway:
                               on_invalid=self._on_invalid,
                               on_stray_response=self._on_stray,
                               on_ack_timeout=self._on_ack_timeout)
-        self.b2bua = B2bua(config, self.stack, self.relay, clock=self.loop.time)
+        self.b2bua = B2bua(config, self.stack, self.relay, clock=self.loop.time,
+                           on_call_end=self._call_ended)
         self._sweeper: asyncio.TimerHandle | None = None
+        self.requests: Counter[tuple[str, str]] = Counter()  # (method, transport), for metrics
+        self.call_end_hooks: list[Callable[[Call], None]] = []  # CDRs, outcome counters
 
     @property
     def calls(self) -> dict[str, Call]:
@@ -107,6 +113,7 @@ class Gateway:
                     resp.headers.add(name, value)
                 incoming.respond(resp)
             return
+        self.requests[(req.method, incoming.source.transport)] += 1
         self.b2bua.handle(incoming, verdict.trunk)
 
     def _on_stray(self, response: SipResponse, source: MessageSource) -> None:
@@ -118,6 +125,10 @@ class Gateway:
     def _media_timeout(self, session_id: str, stream: int) -> None:
         self.b2bua.on_media_timeout(session_id, stream)
 
+    def _call_ended(self, call: Call) -> None:
+        for hook in self.call_end_hooks:
+            hook(call)
+
     # ------------------------------------------------------------------ housekeeping
     def _arm_sweep(self) -> None:
         interval = max(1.0, min(60.0, self.config.sip.session_expires / 10))
@@ -128,32 +139,30 @@ class Gateway:
         self._arm_sweep()
 
 
-async def serve(config: Config, *, stop: asyncio.Event | None = None) -> int:
-    """Run the gateway until ``stop`` is set; 0 on a clean stop."""
+async def serve(config: Config, *, stop: asyncio.Event | None = None,
+                handle_signals: bool = False) -> int:
+    """Run the gateway until ``stop`` is set or a drain (SIGTERM) finishes; 0 on a clean stop.
+
+    Operations (admin endpoint, metrics, CDRs, reload on SIGHUP, drain on SIGTERM) run beside it.
+    """
     stop = stop or asyncio.Event()
     gw = Gateway(config)
+    view = GatewayOps(gw)
+    ops = OpsService(config, view, on_drained=stop.set)
+    view.on_record = ops.write_cdr
+    gw.call_end_hooks.append(view.call_ended)
     try:
         await gw.start()
+        await ops.start(handle_signals=handle_signals)
         await stop.wait()
     finally:
+        await ops.stop()
         await gw.stop()
     return 0
 
 
 def run(config: Config) -> int:
-    """``srtpgw run``: uvloop, SIGINT/SIGTERM stop cleanly, exit status 0."""
-
-    async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            return await serve(config, stop=stop)
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                with contextlib.suppress(ValueError, RuntimeError):
-                    loop.remove_signal_handler(sig)
+    """``srtpgw run``: uvloop; SIGHUP reloads, SIGINT/SIGTERM drain then stop, exit status 0."""
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main())
+        return runner.run(serve(config, handle_signals=True))

@@ -37,12 +37,12 @@ class Stats:
 
     calls_active: dict[str, int] = field(default_factory=dict)  # trunk
     calls_total: dict[tuple[str, str], int] = field(default_factory=dict)  # trunk, outcome
-    sip_requests: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    # ^ method, transport, direction ("in"/"out")
-    sip_responses: dict[tuple[str, str, str], int] = field(default_factory=dict)
-    # ^ code, transport, direction
-    tls_handshakes: int = 0
+    sip_requests: dict[tuple[str, str], int] = field(default_factory=dict)  # method, transport
+    sip_messages: dict[str, int] = field(default_factory=dict)  # received/sent/dropped/invalid
+    sip_connections: dict[str, int] = field(default_factory=dict)  # accepted/refused/...
     tls_failures: dict[str, int] = field(default_factory=dict)  # reason
+    call_events: dict[str, int] = field(default_factory=dict)  # B2BUA: started, failed.486, ...
+    security_events: dict[str, int] = field(default_factory=dict)  # kind
     media_packets: dict[tuple[str, str], int] = field(default_factory=dict)  # leg_kind, direction
     media_bytes: dict[tuple[str, str], int] = field(default_factory=dict)  # leg_kind, direction
     srtp_auth_failures: dict[str, int] = field(default_factory=dict)  # leg_kind
@@ -65,10 +65,16 @@ StatsSource = Callable[[], Stats]
 _COUNTERS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     ("calls", "Calls ended, by the trunk they arrived on and outcome", "calls_total",
      ("trunk", "outcome")),
-    ("sip_requests", "SIP requests by method, transport and direction", "sip_requests",
-     ("method", "transport", "direction")),
-    ("sip_responses", "SIP responses by status code, transport and direction", "sip_responses",
-     ("code", "transport", "direction")),
+    ("sip_requests", "SIP requests received past the firewall, by method and transport",
+     "sip_requests", ("method", "transport")),
+    ("sip_messages", "SIP messages through the stack: received, sent, dropped, invalid",
+     "sip_messages", ("event",)),
+    ("sip_connections", "SIP stream connections: accepted, refused, tls_failures, timeouts, ...",
+     "sip_connections", ("event",)),
+    ("call_events", "Call layer events: calls.started, calls.answered, failed.<code>, ...",
+     "call_events", ("event",)),
+    ("security_events", "Security events by kind (rate-limited reports, see the log)",
+     "security_events", ("kind",)),
     ("tls_handshake_failures", "TLS handshakes that failed, by reason", "tls_failures",
      ("reason",)),
     ("media_packets", "Media packets relayed, by leg kind and direction", "media_packets",
@@ -102,8 +108,6 @@ class StatsCollector(Collector):
             for key, n in sorted(getattr(s, attr).items()):
                 fam.add_metric(key if isinstance(key, tuple) else (key,), n)
             yield fam
-        yield CounterMetricFamily(f"{PREFIX}_tls_handshakes", "TLS handshakes completed",
-                                  value=s.tls_handshakes)
         yield CounterMetricFamily(f"{PREFIX}_firewall_bans", "Sources banned since start",
                                   value=s.bans_total)
         yield CounterMetricFamily(f"{PREFIX}_cdr_write_errors", "CDR lines that could not be "

@@ -31,6 +31,7 @@ from gateway.ops.health import (
 from gateway.ops.log import get_logger, setup_logging
 from gateway.ops.metrics import Metrics, Stats
 from gateway.ops.reload import Reloader
+from gateway.ops.security_count import SecurityEventCounter
 
 log = get_logger("ops")
 
@@ -42,14 +43,18 @@ class GatewayView(Protocol):
     def listeners_bound(self) -> dict[str, bool]: ...
     def calls(self) -> list[dict[str, Any]]: ...
     def apply_config(self, cfg: Config) -> None: ...
+    def stop_accepting(self) -> None: ...
     async def end_calls(self, cause: str) -> None: ...
 
 
 class OpsService:
     def __init__(self, config: Config, view: GatewayView,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 on_drained: Callable[[], None] | None = None) -> None:
         self.config = config
         self.view = view
+        self._on_drained = on_drained
+        self.security = SecurityEventCounter()
         self._clock = clock
         self.started = clock()
         self.prom = Metrics(self._stats)
@@ -83,6 +88,7 @@ class OpsService:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, handle_signals: bool = True) -> None:
+        self.security.attach()
         self.prom.lag.start()
         if self.admin is not None:
             await self.admin.start()
@@ -103,6 +109,7 @@ class OpsService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.prom.lag.stop()
+        self.security.detach()
         if self.admin is not None:
             await self.admin.stop()
 
@@ -116,11 +123,14 @@ class OpsService:
             return
         self._drain_requested = True
         self.drainer.draining = True  # refuse new calls from this instant, not from the task's
+        self.view.stop_accepting()
         self._spawn(self._drain_then_stop())
 
     async def _drain_then_stop(self) -> None:
         self.drain_result = await self.drainer.drain()
         self._stopped.set()
+        if self._on_drained is not None:
+            self._on_drained()
 
     def _on_sighup(self) -> None:
         self._spawn(self.reload())
@@ -158,6 +168,9 @@ class OpsService:
         s.reloads = dict(self.reloader.counts)
         s.cert_expiry = {c.name: c.not_after for c in self.certs}
         s.cdr_write_errors = self.cdr.errors
+        s.security_events = dict(self.security.kinds)
+        s.tls_failures = dict(self.security.tls_reasons)
+        s.bans_total = self.security.kinds.get("pike.ban", 0)
         return s
 
     def metrics(self) -> bytes:
@@ -190,9 +203,10 @@ class OpsService:
                       "list": calls},
             "counters": {
                 "calls_ended": sum(s.calls_total.values()),
-                "sip_requests_in": sum(n for k, n in s.sip_requests.items() if k[2] == "in"),
-                "sip_responses_out": sum(n for k, n in s.sip_responses.items() if k[2] == "out"),
-                "tls_handshakes": s.tls_handshakes,
+                "sip_requests": sum(s.sip_requests.values()),
+                "sip_received": s.sip_messages.get("received", 0),
+                "sip_sent": s.sip_messages.get("sent", 0),
+                "sip_invalid": s.sip_messages.get("invalid", 0),
                 "tls_failures": sum(s.tls_failures.values()),
                 "media_packets": sum(s.media_packets.values()),
                 "srtp_auth_failures": sum(s.srtp_auth_failures.values()),

@@ -82,6 +82,7 @@ class View:
         self.bound = {"udp": True, "tls": True}
         self.applied: list[Config] = []
         self.ended: list[str] = []
+        self.accepting = True
 
     def stats(self) -> Stats:
         return dataclasses.replace(self.stats_value)
@@ -96,6 +97,9 @@ class View:
 
     def apply_config(self, cfg: Config) -> None:
         self.applied.append(cfg)
+
+    def stop_accepting(self) -> None:
+        self.accepting = False
 
     async def end_calls(self, cause: str) -> None:
         self.ended.append(cause)

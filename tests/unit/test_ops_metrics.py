@@ -35,9 +35,9 @@ def test_every_family_and_label_rendered() -> None:
     s = Stats(
         calls_active={"pbx": 2, "carrier": 1},
         calls_total={("pbx", "answered"): 7, ("pbx", "rejected"): 1},
-        sip_requests={("INVITE", "tls", "in"): 9},
-        sip_responses={("503", "udp", "out"): 4},
-        tls_handshakes=11, tls_failures={"unknown_ca": 3},
+        sip_requests={("INVITE", "tls"): 9}, sip_messages={"invalid": 4},
+        sip_connections={"accepted": 11}, tls_failures={"unknown_ca": 3},
+        call_events={"failed.486": 2}, security_events={"pike.ban": 1},
         media_bytes={("rtp", "out"): 1720},
         srtp_auth_failures={"srtp": 5}, srtp_replays={"srtp": 6},
         drops={"acl": 8}, firewall_hits={"pike": 2}, bans_active=1, bans_total=4,
@@ -46,10 +46,11 @@ def test_every_family_and_label_rendered() -> None:
     got = parse(Metrics(lambda: s).render())
     assert ({"trunk": "pbx"}, 2.0) in got["srtpgw_calls_active"]
     assert ({"trunk": "pbx", "outcome": "answered"}, 7.0) in got["srtpgw_calls_total"]
-    assert got["srtpgw_sip_requests_total"] == [
-        ({"method": "INVITE", "transport": "tls", "direction": "in"}, 9.0)]
-    assert got["srtpgw_sip_responses_total"][0][0]["code"] == "503"
-    assert got["srtpgw_tls_handshakes_total"] == [({}, 11.0)]
+    assert got["srtpgw_sip_requests_total"] == [({"method": "INVITE", "transport": "tls"}, 9.0)]
+    assert got["srtpgw_sip_messages_total"] == [({"event": "invalid"}, 4.0)]
+    assert got["srtpgw_sip_connections_total"] == [({"event": "accepted"}, 11.0)]
+    assert got["srtpgw_call_events_total"] == [({"event": "failed.486"}, 2.0)]
+    assert got["srtpgw_security_events_total"] == [({"kind": "pike.ban"}, 1.0)]
     assert got["srtpgw_tls_handshake_failures_total"] == [({"reason": "unknown_ca"}, 3.0)]
     assert got["srtpgw_srtp_auth_failures_total"] == [({"leg_kind": "srtp"}, 5.0)]
     assert got["srtpgw_srtp_replays_total"] == [({"leg_kind": "srtp"}, 6.0)]

@@ -1,0 +1,157 @@
+"""The operations view of a running ``gateway.app.Gateway``: counters, calls, reload, drain, CDRs.
+
+Everything here reads the components' own counters and tables when asked (a scrape, a status
+request, a call's end); nothing sits on the SIP or media paths.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from gateway.b2bua.call import Call, EndReason
+from gateway.config import Config
+from gateway.media.api import SessionStats, UnknownSession
+from gateway.ops.cdr import CallRecord, LegRecord
+from gateway.ops.log import get_logger
+from gateway.ops.metrics import Stats
+from gateway.sip.errors import SipParseError
+from gateway.sip.headers import parse_name_addr
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+log = get_logger("ops")
+
+
+def port_pairs(port_min: int, port_max: int) -> int:
+    """How many RTP/RTCP port pairs the relay can hand out from the range."""
+    first = port_min + (port_min & 1)
+    return len(range(first, port_max, 2))
+
+
+def _user(name_addr: str) -> str | None:
+    try:
+        return getattr(parse_name_addr(name_addr, "From").uri, "user", None)
+    except SipParseError:
+        return None
+
+
+class GatewayOps:
+    """Implements ``gateway.ops.service.GatewayView`` over the app's ``Gateway``."""
+
+    def __init__(self, gw: Gateway, wall: Callable[[], float] = time.time) -> None:
+        self.gw = gw
+        self._wall = wall
+        self.ended: Counter[tuple[str, str]] = Counter()  # (trunk, outcome)
+        self.on_record: Callable[[CallRecord], None] | None = None
+
+    # ------------------------------------------------------------------ GatewayView
+
+    def stats(self) -> Stats:
+        gw = self.gw
+        active: Counter[str] = Counter(c.a.trunk.name for c in gw.calls.values())
+        totals = gw.relay.totals()
+        media = gw.config.media
+        fw = gw.firewall.counters()
+        return Stats(
+            calls_active={t.name: active.get(t.name, 0) for t in gw.config.trunks},
+            calls_total=dict(self.ended),
+            sip_requests=dict(gw.requests),
+            sip_messages=dict(gw.stack.counters),
+            sip_connections=dict(gw.stack.transports.counters),
+            media_packets={("all", "in"): totals.packets_in, ("all", "out"): totals.packets_out},
+            media_bytes={("all", "in"): totals.bytes_in, ("all", "out"): totals.bytes_out},
+            srtp_auth_failures={"all": totals.auth_failures},
+            srtp_replays={"all": totals.replays},
+            drops=dict(totals.drops),
+            firewall_hits={k: v for k, v in fw.items()
+                           if k not in ("tracked_sources", "rate_limited_sources")},
+            bans_active=len(gw.firewall.bans(gw.loop.time())),
+            ports_used=port_pairs(media.port_min, media.port_max) - totals.ports_free,
+            ports_total=port_pairs(media.port_min, media.port_max),
+            call_events=dict(gw.b2bua.counters),
+        )
+
+    def listeners_bound(self) -> dict[str, bool]:
+        out = {}
+        for li in self.gw.config.listeners:
+            try:
+                self.gw.stack.bound(li.name)
+                out[li.name] = True
+            except KeyError:
+                out[li.name] = False
+        return out
+
+    def calls(self) -> list[dict[str, Any]]:
+        now = self.gw.loop.time()
+        return [{"call": c.id, "from_trunk": c.a.trunk.name, "to_trunk": c.b.trunk.name,
+                 "state": c.state.value,
+                 "duration": round(now - c.answered_at, 1) if c.answered_at else 0.0,
+                 "media": f"{c.a.trunk.media}/{c.b.trunk.media}"}
+                for c in list(self.gw.calls.values())]
+
+    def apply_config(self, cfg: Config) -> None:
+        """New TLS contexts first (the step that can fail), then policy and routing."""
+        gw = self.gw
+        gw.stack.reload_tls(cfg)
+        gw.firewall.reload(cfg)
+        gw.b2bua.reload(cfg)
+        gw.config = cfg
+
+    def stop_accepting(self) -> None:
+        self.gw.b2bua.accepting = False
+
+    async def end_calls(self, cause: str) -> None:
+        log.info("ops.end_calls", cause=cause, calls=len(self.gw.calls))
+        self.gw.b2bua.hangup_all(EndReason.SHUTDOWN)
+
+    # ------------------------------------------------------------------ call end -> CDR
+
+    def call_ended(self, call: Call) -> None:
+        """The B2BUA's end-of-call hook: count the outcome and write the CDR."""
+        answered = call.answered_at is not None
+        reason = call.end_reason.value if call.end_reason else "unknown"
+        self.ended[(call.a.trunk.name, "answered" if answered else reason)] += 1
+        if self.on_record is not None:
+            self.on_record(self.record(call))
+
+    def record(self, call: Call) -> CallRecord:
+        loop_now, wall_now = self.gw.loop.time(), self._wall()
+
+        def wall(t: float | None) -> float | None:
+            return None if t is None else wall_now - (loop_now - t)
+
+        stats = self._session_stats(call)
+        legs = []
+        for i, leg in enumerate((call.a, call.b)):
+            t = leg.trunk
+            rec = LegRecord(t.name, t.side, t.transport, t.media)
+            if stats is not None:
+                for s in stats.legs[i]:
+                    rec.packets_in += s.packets_in
+                    rec.packets_out += s.packets_out
+                    rec.bytes_in += s.bytes_in
+                    rec.bytes_out += s.bytes_out
+                    rec.auth_failures += s.auth_failures
+                    rec.replays += s.replays
+            legs.append(rec)
+        status = 200 if call.answered_at is not None else (
+            487 if call.end_reason == EndReason.CANCELLED else None)
+        return CallRecord(
+            call=call.id, from_trunk=call.a.trunk.name, to_trunk=call.b.trunk.name,
+            start=wall(call.created) or wall_now, answer=wall(call.answered_at),
+            end=wall(call.ended_at) or wall_now,
+            end_cause=call.end_reason.value if call.end_reason else "unknown",
+            final_status=status, caller=_user(call.a.remote_uri), callee=_user(call.a.local_uri),
+            legs=legs)
+
+    def _session_stats(self, call: Call) -> SessionStats | None:
+        if call.media_session is None:
+            return None
+        try:
+            return self.gw.relay.stats_now(call.media_session)
+        except UnknownSession:
+            return None
