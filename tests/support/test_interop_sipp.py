@@ -42,7 +42,8 @@ async def test_sipp_calls_our_uas(tmp_path: Path, scenario: str, calls: int) -> 
             ua.uas.invite_statuses, ua.uas.delay = (180, 200), 20
         elif scenario == "uac_486.xml":
             ua.uas.invite_statuses = (486,)
-        sipp = Sipp("caller", scenario, tmp_path, "127.0.0.1", keys=sdes())
+        sipp = Sipp(name="caller", scenario=scenario, workdir=tmp_path, address="127.0.0.1",
+                    keys=sdes())
         sipp.start(procs, f"127.0.0.1:{ua.port}", calls=calls, rate=10, hold_ms=200)
         assert await _finish(sipp) == 0, sipp.report()
         invites = [m for m in ua.requests("INVITE") if not m.to_tag]
@@ -64,7 +65,8 @@ async def test_our_uac_calls_sipp(tmp_path: Path, scenario: str) -> None:
     ua = await SipTestUA.start("udp", user="caller")
     ep = await RtpEndpoint.open()
     try:
-        sipp = Sipp("callee", scenario, tmp_path, "127.0.0.1", keys=sdes())
+        sipp = Sipp(name="callee", scenario=scenario, workdir=tmp_path, address="127.0.0.1",
+                    keys=sdes())
         sipp.start(procs)
         await asyncio.sleep(0.3)  # SIPp binds before reading its scenario; UDP retransmits too
         offer, _ = sdes_offer(ep)
