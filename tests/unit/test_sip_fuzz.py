@@ -17,7 +17,7 @@ SEEDS = [
      b"Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;rport, SIP/2.0/TCP h;received=::1\r\n"
      b"Max-Forwards: 70\r\nf: \"A \\\"q\\\"\" <sip:a@example.com>;tag=1\r\n"
      b"t: sip:bob@example.com\r\n"
-     b"i: x@y\r\nCSeq: 1 INVITE\r\nm: <sip:a@192.0.2.1>;expires=3, *\r\n"
+     b"i: x@y\r\nCSeq: 1 INVITE\r\nm: <sip:a@192.0.2.1>;expires=3\r\n"
      b"Route: <sip:p1;lr>, <sips:[2001:db8::1]:5061;lr>\r\nc: application/sdp\r\n"
      b"l: 5\r\n\r\nv=0\r\n"),
     (b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/TLS gw:5061;branch=z9hG4bKabc\r\n"
