@@ -17,6 +17,9 @@ Call-layer sequence for a ``media = "dtls-srtp"`` trunk (see ``gateway.sdp.dtls`
 - re-INVITE: ``needs_new_association(old, new)`` false (hold/resume) -> keep the leg, call
   ``leg.set_remote(remote, base)`` if the address changed; true -> ``leg.close()`` and build a
   new one.
+- DTLS is accepted from the signalled address only; with the trunk's ``nat_learning`` the first
+  source latches instead, and a handshake that fails from such a learned source restarts (up to
+  ``MAX_RESTARTS``) so an impostor racing the real peer cannot end the call.
 - ``on_failed(reason)`` means the stream is dead (fingerprint mismatch, timeout, alert): tear
   the call down. ``leg.close()`` on BYE sends close_notify.
 """
@@ -35,11 +38,10 @@ from gateway.media.dtls import DEFAULT_SUITES, DtlsSession, Role, dtls_suites
 from gateway.media.dtls_endpoint import DtlsEndpoint
 from gateway.media.dtls_events import HandshakeCompleted, SrtpKeyMaterial
 from gateway.media.dtls_identity import DtlsIdentity
-from gateway.ops.log import get_logger
-
-log = get_logger("media")
+from gateway.ops.log import security_event
 
 EARLY_QUEUE = 8  # DTLS datagrams kept while our role is unknown (offer sent, no answer yet)
+MAX_RESTARTS = 3  # fresh handshakes after a failed one from a learned (unsignalled) source
 
 
 class _Relay(DtlsSocketApi, Protocol):
@@ -68,8 +70,12 @@ class DtlsLeg:
         self._nat_learning = nat_learning
         self._endpoint: DtlsEndpoint | None = None
         self._early: list[tuple[bytes, Address]] = []
+        self._role: Role = "server"
+        self._fingerprints: tuple[tuple[str, str], ...] = ()
+        self._signalled: Address | None = None
         self._peer: Address | None = None
         self._latched = False
+        self._restarts = 0
         self._base = LegConfig(dtls=True)
         self._install: asyncio.Task[None] | None = None
         self.keys: SrtpKeyMaterial | None = None
@@ -104,8 +110,16 @@ class DtlsLeg:
         """The roles are settled (answer received, or we are answering): run the handshake."""
         if self._endpoint is not None:
             return
-        self._peer, self._base = remote, base
-        session = DtlsSession(self._identity, role, remote_fingerprints=fingerprints,
+        self._role, self._fingerprints = role, tuple(fingerprints)
+        self._signalled, self._base = remote, base
+        self._open()
+        early, self._early = self._early, []
+        for data, addr in early:
+            self._datagram(data, addr)
+
+    def _open(self) -> None:
+        self._peer, self._latched = self._signalled, False
+        session = DtlsSession(self._identity, self._role, remote_fingerprints=self._fingerprints,
                               suites=self._suites, accept_sha1=self._accept_sha1,
                               handshake_timeout=self._timeout)
         sid, leg, stream = self._where
@@ -113,14 +127,12 @@ class DtlsLeg:
                                       on_failed=self._failed,
                                       context={"session": sid, "leg": leg, "stream": stream})
         self._endpoint.start()
-        early, self._early = self._early, []
-        for data, addr in early:
-            self._datagram(data, addr)
 
     def set_remote(self, remote: Address, base: LegConfig) -> None:
         """Same association, new address or leg settings (re-INVITE without re-keying)."""
-        if remote != self._peer:
-            self._peer, self._latched = remote, False
+        if remote != self._signalled:
+            self._signalled = self._peer = remote
+            self._latched = False
         self._base = base
 
     def config(self, base: LegConfig) -> LegConfig:
@@ -172,5 +184,14 @@ class DtlsLeg:
             self._failed(f"key-install: {type(exc).__name__}")
 
     def _failed(self, reason: str) -> None:
+        if (self.keys is None and self._latched and self._peer != self._signalled
+                and self._restarts < MAX_RESTARTS):
+            # nat_learning latched a source other than the signalled one and its handshake
+            # failed: an impostor racing the real peer must not be able to end the call.
+            self._restarts += 1
+            security_event("dtls.source_rejected", reason=reason, source=self._peer,
+                           session=self._where[0], leg=self._where[1])
+            self._open()
+            return
         self.failed = reason
         self._on_failed(reason)

@@ -281,3 +281,38 @@ async def test_for_trunk_applies_dtls_section_and_trunk(relay: MediaRelay, plain
         leg.close()
     finally:
         peer.close()
+
+
+async def test_nat_learning_survives_an_impostor_racing_the_peer(
+        relay: MediaRelay, plain: Plain, caplog: pytest.LogCaptureFixture) -> None:
+    """With nat_learning the first source latches; if it fails verification the leg starts over
+    instead of failing, and the real peer (retransmitting its hello) gets through."""
+    peer = BaresipLikePeer("client")
+    impostor = BaresipLikePeer("client")
+    try:
+        info = relay.create_session_now()
+        key, cert = make_self_signed("relay dtls")
+        outcome: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        leg = DtlsLeg(relay, info.session_id, 0, 0, DtlsIdentity(cert, key), new_tls_id(),
+                      on_failed=lambda r: outcome.done() or outcome.set_result(r),
+                      on_connected=lambda e: outcome.done() or outcome.set_result(e),
+                      nat_learning=True, handshake_timeout=6.0)
+        signalled = ("127.0.0.9", peer.addr[1])  # the peer's SDP address is not its source
+        leg.start("server", signalled, [("sha-256", peer.fingerprint())],
+                  LegConfig(remote_rtp=signalled, nat_learning=True))
+        with caplog.at_level(logging.WARNING, logger="srtpgw.security"):
+            first = asyncio.create_task(asyncio.to_thread(impostor.handshake, info.local(0).rtp,
+                                                          2.0))
+            await asyncio.sleep(0.1)
+            second = asyncio.create_task(asyncio.to_thread(peer.handshake, info.local(0).rtp))
+            result = await asyncio.wait_for(outcome, 10.0)
+            await first
+            await second
+        assert isinstance(result, HandshakeCompleted), result
+        assert impostor.tx is None and peer.tx is not None
+        rejected = [r for r in caplog.records if r.getMessage() == "dtls.source_rejected"]
+        assert len(rejected) == 1
+        assert rejected[0].fields["source"] == impostor.addr  # type: ignore[attr-defined]
+    finally:
+        peer.close()
+        impostor.close()
