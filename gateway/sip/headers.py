@@ -183,6 +183,16 @@ class Headers:
         self.gen += 1
         return removed
 
+    def replace_first(self, name: str, value: str) -> bool:
+        """Replace the value of the first field of that name in place; False if there is none."""
+        key = _key(name)
+        if key not in self._keys:
+            return False
+        i = self._keys.index(key)
+        self._items[i] = (self._items[i][0], value)
+        self.gen += 1
+        return True
+
     def remove_first(self, name: str) -> str | None:
         """Drop the first field of that name (e.g. our own top Via); returns its value."""
         key = _key(name)

@@ -30,7 +30,7 @@ from gateway.sip.events import (
     Transmit,
     TransportFailed,
 )
-from gateway.sip.headers import Via
+from gateway.sip.headers import Via, split_list
 from gateway.sip.message import (
     ParseLimits,
     SipRequest,
@@ -204,11 +204,8 @@ class SipStack:
             via.params["rport"] = str(source.port)
             changed = True
         if changed:
-            raw = req.headers.values("Via")
-            req.headers.remove("Via")
-            req.headers.add("Via", str(via))
-            for value in raw[1:]:
-                req.headers.add("Via", value)
+            first = split_list(req.headers.get("Via") or "")
+            req.headers.replace_first("Via", ", ".join([str(via), *first[1:]]))
         if source.connection_id is not None:
             return _ConnReply(source.connection_id, source)
         port = source.port if via.rport_requested else (via.port or 5060)

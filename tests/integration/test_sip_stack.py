@@ -402,3 +402,27 @@ async def test_contact_uses_bound_port(keys: Keys) -> None:
         assert stack.contact("tls") == f"sip:127.0.0.1:{port};transport=tls"
     finally:
         await stack.stop()
+
+
+async def test_via_stamped_in_place(keys: Keys) -> None:
+    handler = Answering()
+    stack = await started(config(keys), handler)
+    sock = udp_socket()
+    try:
+        data = options().replace(b";rport\r\n",
+                                 b";rport, SIP/2.0/TCP 192.0.2.5;branch=z9hG4bKb\r\n")
+        data = data.replace(b"Via: SIP/2.0/UDP 127.0.0.1", b"Via: SIP/2.0/UDP 192.0.2.77")
+        sock.sendto(data, stack.bound("udp"))
+        resp = parse_message(await udp_recv(sock))  # rport: back to the real source port
+        assert isinstance(resp, SipResponse) and resp.status == 200
+        req = handler.requests[0].request
+        names = [n for n, _ in req.headers]
+        assert names.index("Via") == 0 and names.count("Via") == 1
+        top, second = req.via
+        assert (top.host, top.received, top.rport) == ("192.0.2.77", "127.0.0.1",
+                                                       sock.getsockname()[1])
+        assert second.host == "192.0.2.5" and second.received is None
+        assert resp.via == req.via
+    finally:
+        sock.close()
+        await stack.stop()

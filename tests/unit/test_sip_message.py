@@ -207,6 +207,8 @@ def test_headers_container() -> None:
     assert h.remove_first("via") == "SIP/2.0/TCP c"
     h.set("x-foo", "2")
     assert h.get("X-Foo") == "2" and "x-FOO" in h and "X-Bar" not in h
+    assert h.replace_first("via", "SIP/2.0/UDP z") and h.get_all("Via")[0] == "SIP/2.0/UDP z"
+    assert not h.replace_first("Route", "<sip:x>")
     assert h.remove("Via") == 2 and len(h) == 1
 
 
