@@ -100,7 +100,11 @@ def gateway_config(tmp: Path, keys: Path, uas: dict[str, SipTestUA],
         "carrier2": secure("carrier2", "tls2", ["AES_CM_128_HMAC_SHA1_80"], route_to="carrier"),
     }
     for name, extra in overrides.pop("trunks", {}).items():
-        trunks[name].update(extra)
+        for key, value in extra.items():   # None removes a key
+            if value is None:
+                trunks[name].pop(key, None)
+            else:
+                trunks[name][key] = value
 
     def listener(name: str, transport: str) -> dict[str, Any]:
         li = {"name": name, "transport": transport, "address": "127.0.0.1",
