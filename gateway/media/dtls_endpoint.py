@@ -34,12 +34,15 @@ class DtlsEndpoint:
         self._context = dict(context or {})
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self._abandoned = False
 
     def start(self) -> None:
         self.session.start(self._loop.time())
         self._pump()
 
     def datagram_received(self, data: bytes) -> None:
+        if self._abandoned:
+            return
         self.session.receive_datagram(data, self._loop.time())
         self._pump()
 
@@ -52,8 +55,15 @@ class DtlsEndpoint:
         self._pump()
         self._cancel_timer()
 
+    def abandon(self) -> None:
+        """Stop silently: the socket is gone (relay session closed), nothing can be sent."""
+        self._cancel_timer()
+        self._abandoned = True
+
     def _on_timer(self) -> None:
         self._timer = None
+        if self._abandoned:
+            return
         self.session.handle_timer(self._loop.time())
         self._pump()
 
@@ -63,8 +73,12 @@ class DtlsEndpoint:
             self._timer = None
 
     def _pump(self) -> None:
+        if self._abandoned:
+            return
         for datagram in self.session.datagrams_to_send():
             self._send(datagram)
+            if self._abandoned:
+                return
         while (event := self.session.next_event()) is not None:
             if isinstance(event, HandshakeCompleted):
                 log.info("dtls.connected", role=self.session.role, suite=event.keys.suite,

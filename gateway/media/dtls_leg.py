@@ -168,8 +168,13 @@ class DtlsLeg:
         self._endpoint.datagram_received(data)
 
     def _send(self, data: bytes) -> None:
-        if self._peer is not None:
+        if self._peer is None:
+            return
+        try:
             self._relay.send_raw(*self._where, data, self._peer)
+        except MediaError:  # the call ended and its relay session with it
+            if self._endpoint is not None:
+                self._endpoint.abandon()
 
     def _connected(self, event: HandshakeCompleted) -> None:
         self.keys = event.keys

@@ -316,3 +316,27 @@ async def test_nat_learning_survives_an_impostor_racing_the_peer(
     finally:
         peer.close()
         impostor.close()
+
+
+async def test_relay_session_closed_mid_handshake_stops_quietly(relay: MediaRelay) -> None:
+    """The call ends (relay session closed) while our ClientHello is being retransmitted: no
+    traceback from the retransmission timer, no failure reported for a call that is gone."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind((LOOP, 0))
+    try:
+        info = relay.create_session_now()
+        key, cert = make_self_signed("relay dtls")
+        failures: list[str] = []
+        leg = DtlsLeg(relay, info.session_id, 0, 0, DtlsIdentity(cert, key), new_tls_id(),
+                      on_failed=failures.append, handshake_timeout=2.0)
+        leg.start("client", silent.getsockname(), [("sha-256", "00:11")],
+                  LegConfig(remote_rtp=silent.getsockname()))
+        relay.close_session_now(info.session_id)
+        await asyncio.sleep(2.5)  # past the 1 s retransmission and the 2 s deadline
+        leg.close()
+        assert errors == [] and failures == []
+    finally:
+        silent.close()
