@@ -33,7 +33,14 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from gateway.config import DtlsSection, Trunk
-from gateway.media.api import Address, DtlsSocketApi, LegConfig, MediaError, SrtpParams
+from gateway.media.api import (
+    Address,
+    DtlsSocketApi,
+    LegConfig,
+    MediaError,
+    SrtpParams,
+    UnknownSession,
+)
 from gateway.media.dtls import DEFAULT_SUITES, DtlsSession, Role, dtls_suites
 from gateway.media.dtls_endpoint import DtlsEndpoint
 from gateway.media.dtls_events import HandshakeCompleted, SrtpKeyMaterial
@@ -185,6 +192,8 @@ class DtlsLeg:
     async def _install_keys(self) -> None:
         try:
             await self._relay.update_leg(*self._where, self.config(self._base))
+        except UnknownSession:
+            return  # the call ended while the handshake finished
         except MediaError as exc:
             self._failed(f"key-install: {type(exc).__name__}")
 

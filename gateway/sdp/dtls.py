@@ -86,9 +86,11 @@ def parse_tls_id(value: str) -> str:
 
 def dtls_params(session: SessionDescription, media: Media) -> DtlsParams:
     """Read a DTLS stream's attributes; SdpError 400 when malformed, 488 when unusable."""
-    if not is_dtls_proto(media.proto):
-        raise unacceptable(f"stream is {media.proto}, not DTLS-SRTP")
     values = media.get_all("fingerprint") or session.get_all("fingerprint")
+    # Older DTLS-SRTP peers write RTP/SAVP[F] with a fingerprint (as offer_answer also accepts).
+    legacy = media.proto.upper() in ("RTP/SAVP", "RTP/SAVPF") and bool(values)
+    if not is_dtls_proto(media.proto) and not legacy:
+        raise unacceptable(f"stream is {media.proto}, not DTLS-SRTP")
     if not values:
         raise unacceptable("DTLS-SRTP stream without a=fingerprint")
     setup = media.get("setup")

@@ -183,3 +183,14 @@ def test_dtls_attributes_for_offer_answer_streams() -> None:
     attrs = dtls_attributes(("SHA-256", SHA256.lower()), "active", "X" * 24)
     assert [str(a) for a in attrs] == [f"fingerprint:sha-256 {SHA256}", "setup:active",
                                        f"tls-id:{'X' * 24}"]
+
+
+def test_rtp_savp_with_fingerprint_is_read_as_dtls() -> None:
+    sdp = parse_sdp(BARESIP_OFFER.replace("UDP/TLS/RTP/SAVP", "RTP/SAVPF"))
+    params = dtls_params(sdp, sdp.media[0])
+    assert params.feedback and params.fingerprints[0].algorithm == "sha-256"
+    bare = parse_sdp(BARESIP_OFFER.replace("UDP/TLS/RTP/SAVP", "RTP/SAVP")
+                     .replace(f"a=fingerprint:SHA-256 {SHA256}\r\n", ""))
+    with pytest.raises(SdpError) as info:
+        dtls_params(bare, bare.media[0])
+    assert info.value.status == 488
