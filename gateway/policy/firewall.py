@@ -107,7 +107,7 @@ class Firewall:
         if rejection is not None:
             self._counts[rejection.rule] += 1
             self._report(rejection.rule, source, now, status=rejection.status,
-                         reason=rejection.reason, trunk=trunk.name, method=request.method[:32])
+                         reason=rejection.detail, trunk=trunk.name, method=request.method[:32])
             return Verdict(rejection.action, trunk, rejection.rule, rejection.status,
                            rejection.reason, rejection.headers)
         if not in_dialog and request.method not in _NO_TOKENS:

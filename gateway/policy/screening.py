@@ -25,11 +25,16 @@ _MAGIC_COOKIE = "z9hG4bK"
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    """A rule's verdict: answer ``status`` with ``headers``, or drop without a word."""
+    """A rule's verdict: answer ``status`` with ``headers``, or drop without a word.
+
+    ``reason`` is the standard reason phrase (never text from the request); ``detail`` says
+    what was wrong, for the security event.
+    """
 
     rule: str
     status: int
     reason: str
+    detail: str = ""
     action: Literal["reject", "drop"] = "reject"
     headers: tuple[tuple[str, str], ...] = ()
 
@@ -51,28 +56,31 @@ def _uri_scheme(req: SipRequest, trunk: Trunk, f: _Facts) -> Rejection | None:
     scheme = req.uri.scheme.lower()
     if scheme in URI_SCHEMES:
         return None
-    return Rejection("sanity.uri_scheme", 416, f"Request-URI scheme {scheme[:16]!r}")
+    return Rejection("sanity.uri_scheme", 416, "Unsupported URI Scheme",
+                     f"Request-URI scheme {scheme[:16]!r}")
 
 
 def _max_forwards(req: SipRequest, trunk: Trunk, f: _Facts) -> Rejection | None:
     # An OPTIONS with Max-Forwards 0 is for us (RFC 3261 §11): answered, never forwarded.
     if req.max_forwards == 0 and req.method != "OPTIONS":
-        return Rejection("sanity.max_forwards", 483, "Max-Forwards is 0")
+        return Rejection("sanity.max_forwards", 483, "Too Many Hops", "Max-Forwards is 0")
     return None
 
 
 def _via(req: SipRequest, trunk: Trunk, f: _Facts) -> Rejection | None:
     if f.via_count > MAX_VIA:
-        return Rejection("sanity.size", 483, f"{f.via_count} Via entries")
+        return Rejection("sanity.size", 483, "Too Many Hops", f"{f.via_count} Via entries")
     if req.branch == _MAGIC_COOKIE:
-        return Rejection("sanity.via_branch", 400, "Via branch is the bare magic cookie")
+        return Rejection("sanity.via_branch", 400, "Bad Request",
+                         "Via branch is the bare magic cookie")
     return None
 
 
 def _method(req: SipRequest, trunk: Trunk, f: _Facts) -> Rejection | None:
     if req.method in trunk.methods:
         return None
-    return Rejection("policy.method", 405, "method not allowed on this trunk",
+    return Rejection("policy.method", 405, "Method Not Allowed",
+                     "method not allowed on this trunk",
                      headers=(("Allow", ", ".join(trunk.methods)),))
 
 
@@ -82,7 +90,7 @@ def _require(req: SipRequest, trunk: Trunk, f: _Facts) -> Rejection | None:
     unknown = [t for t in f.require if t.lower() not in SUPPORTED_OPTIONS]
     if not unknown:
         return None
-    return Rejection("policy.require", 420, "unsupported extension",
+    return Rejection("policy.require", 420, "Bad Extension", "unsupported extension",
                      headers=(("Unsupported", ", ".join(unknown)),))
 
 
@@ -107,7 +115,8 @@ class Screening:
         facts = self._facts(req, self._deny.get(trunk.name, frozenset()))
         if self._ua_deny is not None and facts.user_agent and self._ua_deny.search(
                 facts.user_agent):
-            return Rejection("policy.user_agent", 0, "scanner User-Agent", "drop"), facts.denied
+            return (Rejection("policy.user_agent", 0, "", "scanner User-Agent", "drop"),
+                    facts.denied)
         for rule in RULES:
             rejection = rule(req, trunk, facts)
             if rejection is not None:

@@ -4,6 +4,7 @@ plus a raw SIP sender that knows nothing of gateway.sip (bytes out, bytes back).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -33,8 +34,8 @@ domain = "gateway.srtpgw.test"
 
 [logging]
 level = "info"
+format = "json"
 file = "{tmp}/gateway.log"
-security_file = "{tmp}/security.jsonl"
 
 [tls]
 certificate = "{keys}/gateway.crt"
@@ -133,12 +134,19 @@ class Gateway:
         return "\n".join(parts)
 
     def events(self) -> list[dict[str, object]]:
-        import json
-
-        path = self.tmp / "security.jsonl"
+        """Security events from the JSON log, with ``kind`` like the SIEM sink writes it."""
+        path = self.tmp / "gateway.log"
         if not path.exists():
             return []
-        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        out = []
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and doc.get("logger") == "srtpgw.security":
+                out.append({**doc, "kind": doc.get("event")})
+        return out
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -211,6 +219,14 @@ def status_of(data: bytes) -> int | None:
     return int(m.group(1)) if m else None
 
 
+_CALL_ID = re.compile(rb"(?im)^(?:call-id|i)[ \t]*:[ \t]*(\S+)")
+
+
+def call_id_of(data: bytes) -> bytes | None:
+    m = _CALL_ID.search(data)
+    return m.group(1) if m else None
+
+
 def final_status(responses: list[bytes]) -> int | None:
     codes = [c for c in (status_of(r) for r in responses) if c is not None]
     finals = [c for c in codes if c >= 200]
@@ -228,7 +244,9 @@ class UdpClient:
     def send(self, data: bytes, port: int) -> None:
         self.sock.sendto(data, ("127.0.0.1", port))
 
-    def collect(self, wait: float, until_final: bool = True) -> list[bytes]:
+    def collect(self, wait: float, until_final: bool = True,
+                call_id: bytes | None = None) -> list[bytes]:
+        """Responses within ``wait`` (only those of ``call_id`` when given)."""
         out: list[bytes] = []
         deadline = time.monotonic() + wait
         while (left := deadline - time.monotonic()) > 0:
@@ -237,6 +255,8 @@ class UdpClient:
                 data, _ = self.sock.recvfrom(65535)
             except (TimeoutError, OSError):
                 break
+            if call_id is not None and call_id_of(data) != call_id:
+                continue
             out.append(data)
             if until_final and (status_of(data) or 0) >= 200:
                 break

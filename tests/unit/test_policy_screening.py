@@ -43,6 +43,7 @@ def test_clean_request_passes(screen) -> None:
 def test_uri_scheme_416(screen) -> None:
     rej, _ = screen(request(uri="soap.beep://192.0.2.103:3002"))
     assert (rej.rule, rej.status) == ("sanity.uri_scheme", 416)
+    assert rej.reason == "Unsupported URI Scheme" and "soap.beep" in rej.detail
     assert screen(request(uri="tel:+15551234567"))[0] is None
 
 
