@@ -26,8 +26,10 @@ class Softphone:
 
     name: str
     workdir: Path
-    address: str
     tone_hz: float
+    # baresip 1.0 sends RTP from a wildcard-bound socket: with any other address than
+    # 127.0.0.1 its packets would not come from the address its SDP announces.
+    address: str = "127.0.0.1"
     mediaenc: str | None = None  # None (plain RTP), "srtp-mand" (SDES) or "dtls_srtp"
     certificate: Path | None = None  # PEM with cert chain and key (TLS server + client)
     ca_file: Path | None = None
@@ -55,8 +57,9 @@ class Softphone:
 
     @property
     def capture_filter(self) -> str:
-        """BPF for everything this phone sends or receives (SIP by address, media by port)."""
-        return f"host {self.address} or udp portrange {self.rtp_min}-{self.rtp_min + RTP_SPAN - 1}"
+        """BPF for everything this phone sends or receives, by its own ports."""
+        return (f"(udp portrange {self.rtp_min}-{self.rtp_min + RTP_SPAN - 1} or port {self.port}"
+                f" or port {self.tls_port})")
 
     def write_config(self) -> None:
         empty = self.dir / "none.pem"

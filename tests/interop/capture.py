@@ -1,7 +1,7 @@
 """tshark on the loopback interface: capture one peer's traffic, then list its payloads.
 
-Peers get their own random 127.x.y.z address (``loopback_address``), so a capture filter of
-``host <addr>`` sees that peer's traffic and nobody else's, even with other tests running.
+Filters name a peer's own ports (or its private 127.x.y.z address from ``loopback_address``), so
+a capture sees that peer's traffic and nobody else's, even with other tests running.
 """
 
 from __future__ import annotations

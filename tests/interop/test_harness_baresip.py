@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import require_tool
 from tests.interop.baresip import RTP_SPAN, Softphone, wait_all
-from tests.interop.capture import Capture, loopback_address
+from tests.interop.capture import Capture
 from tests.interop.conftest import Pki
 from tests.interop.procs import Procs
 from tests.interop.tone import read_samples, tone_coverage
@@ -26,11 +26,9 @@ CALL_SECONDS = 6
 
 def _call(tmp_path: Path, procs: Procs, transport: str, **kw: object
           ) -> tuple[Softphone, Softphone, Capture]:
-    callee = Softphone("bob", address=loopback_address(), tone_hz=600, workdir=tmp_path, **kw)
-    caller = Softphone("alice", address=loopback_address(), tone_hz=1000, workdir=tmp_path, **kw)
-    # baresip connects and sends media from the wildcard address: the callee side of TLS is
-    # caught by its address, the media by the caller's private RTP port range.
-    cap = Capture(procs, tmp_path, "caller", f"{caller.capture_filter} or host {callee.address}")
+    callee = Softphone("bob", tone_hz=600, workdir=tmp_path, **kw)
+    caller = Softphone("alice", tone_hz=1000, workdir=tmp_path, **kw)
+    cap = Capture(procs, tmp_path, "call", f"{caller.capture_filter} or {callee.capture_filter}")
     callee.start(procs, seconds=CALL_SECONDS + 6)
     caller.start(procs, seconds=CALL_SECONDS, dial=callee.uri(transport))
     wait_all([caller, callee], timeout=CALL_SECONDS + 15)

@@ -27,8 +27,7 @@ BARESIP_SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32", "AEAD_AE
 def test_baresip_answers_sdes_suite(suite: str, tmp_path: Path, procs: Procs) -> None:
     require_tool("baresip")
     require_tool("sipp")
-    phone = Softphone("bob", workdir=tmp_path, address=loopback_address(), tone_hz=600,
-                      mediaenc="srtp-mand")
+    phone = Softphone("bob", workdir=tmp_path, tone_hz=600, mediaenc="srtp-mand")
     phone.start(procs, seconds=8)
     uac = Sipp("uac", "uac_basic.xml", tmp_path, loopback_address(), keys=sdes(suite))
     uac.start(procs, f"{phone.address}:{phone.port}", calls=1, hold_ms=500, timeout=10,

@@ -1,0 +1,83 @@
+"""srtpgw as a child process (``python -m gateway.cli run -c FILE``) with a per-test config.
+
+Legacy trunk ``pbx`` (UDP, plain RTP) and secure trunk ``carrier`` (mutual TLS, SDES-SRTP) on a
+private loopback address; ready when it logs ``gateway.ready`` (listeners bound).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+
+from gateway.config import HostPort, load_config
+from gateway.ops.status import request
+from tests.interop.capture import loopback_address
+from tests.interop.procs import Proc, Procs, free_port, private_port_range, wait_log
+
+TEMPLATE = Path(__file__).with_name("peers") / "gateway.toml.in"
+ROOT = Path(__file__).resolve().parents[2]
+MEDIA_PORTS = 400
+
+
+@dataclass
+class Gateway:
+    """One srtpgw instance; ``legacy_peer``/``secure_peer`` are where it sends calls."""
+
+    workdir: Path
+    keys: Path
+    legacy_peer: str
+    secure_peer: str
+    legacy_sources: Sequence[str] = ("127.0.0.1/32",)
+    secure_sources: Sequence[str] = ("127.0.0.1/32",)
+    suites: Sequence[str] = ("AES_CM_128_HMAC_SHA1_80",)
+    rate: float = 20.0  # new dialogs per second per source and per trunk
+    log_level: str = "info"
+    media_ports: int = MEDIA_PORTS
+    address: str = field(default_factory=loopback_address)
+
+    def __post_init__(self) -> None:
+        self.dir = self.workdir / "gateway"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.udp_port = free_port(self.address, tcp=False)
+        self.tls_port = free_port(self.address, udp=False)
+        self.admin_port = free_port(self.address, udp=False)
+        self.media_min = private_port_range(self.media_ports)
+        self.proc: Proc | None = None
+
+    def write_config(self) -> Path:
+        burst = max(40, int(self.rate * 2))
+        text = Template(TEMPLATE.read_text()).substitute(
+            log_level=self.log_level, keys=self.keys, address=self.address,
+            media_min=self.media_min, media_max=self.media_min + self.media_ports - 1,
+            admin_port=self.admin_port, udp_port=self.udp_port, tls_port=self.tls_port,
+            legacy_peer=self.legacy_peer, secure_peer=self.secure_peer,
+            legacy_sources=json.dumps(list(self.legacy_sources)),
+            secure_sources=json.dumps(list(self.secure_sources)),
+            suites=json.dumps(list(self.suites)), rate=f"{self.rate:.1f}", burst=burst,
+            pike_max=max(200, int(self.rate * 4)))
+        path = self.dir / "srtpgw.toml"
+        path.write_text(text)
+        load_config(path)  # a harness typo should fail here, with the gateway's own message
+        return path
+
+    def start(self, procs: Procs, timeout: float = 20.0) -> Proc:
+        config = self.write_config()
+        self.proc = procs.start("srtpgw", [sys.executable, "-m", "gateway.cli", "run", "-c",
+                                           str(config)], cwd=ROOT)
+        wait_log(self.proc, "event=gateway.ready", timeout)
+        return self.proc
+
+    def status(self) -> dict[str, object]:
+        return request(HostPort(self.address, self.admin_port), "GET", "/status")[1]
+
+    @property
+    def udp_uri_host(self) -> str:
+        return f"{self.address}:{self.udp_port}"
+
+    @property
+    def tls_uri_host(self) -> str:
+        return f"{self.address}:{self.tls_port};transport=tls"

@@ -1,0 +1,112 @@
+"""baresip over TLS + SDES-SRTP <-> srtpgw <-> baresip over UDP + plain RTP, both directions.
+
+Each phone plays its own tone and records what it hears; tshark watches both sides: the secure
+side must carry no plain RTP and no clear-text SIP, the legacy side no ``a=crypto``, while the
+legacy side's plain RTP (positive control) carries the tones the gateway decrypted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import require_tool
+from tests.interop.baresip import RTP_SPAN, Softphone, wait_all
+from tests.interop.capture import Capture
+from tests.interop.conftest import Pki
+from tests.interop.gateway import Gateway
+from tests.interop.procs import Procs
+from tests.interop.test_harness_baresip_suites import BARESIP_OFFERS, BARESIP_SUITES
+from tests.interop.tone import read_samples, tone_coverage
+from tests.interop.wire import audible_tone, plain_pcmu, rtp_packets, sip_texts
+
+pytestmark = pytest.mark.interop
+
+CALL_SECONDS = 7
+SECURE_HZ = 1000
+LEGACY_HZ = 600
+
+
+@dataclass
+class Scene:
+    gateway: Gateway
+    secure: Softphone
+    legacy: Softphone
+
+
+def _scene(tmp_path: Path, procs: Procs, pki: Pki, suite: str) -> Scene:
+    for tool in ("baresip", "tshark"):
+        require_tool(tool)
+    secure = Softphone("carrier", workdir=tmp_path, tone_hz=SECURE_HZ, mediaenc="srtp-mand",
+                       certificate=pki.peer_pem, ca_file=pki.keys.ca_cert)
+    legacy = Softphone("pbx", workdir=tmp_path, tone_hz=LEGACY_HZ)
+    gw = Gateway(tmp_path, pki.keys.dir,
+                 legacy_peer=f"{legacy.address}:{legacy.port}",
+                 secure_peer=f"{secure.address}:{secure.tls_port}",
+                 legacy_sources=[f"{legacy.address}/32"],
+                 secure_sources=[f"{secure.address}/32"],
+                 suites=[suite])
+    gw.start(procs)
+    return Scene(gw, secure, legacy)
+
+
+def _run_call(tmp_path: Path, procs: Procs, scene: Scene, caller: Softphone, callee: Softphone,
+              target: str) -> tuple[Capture, Capture]:
+    gw, secure, legacy = scene.gateway, scene.secure, scene.legacy
+    gw_tls = f"(host {gw.address} and tcp port {gw.tls_port})"
+    secure_cap = Capture(procs, tmp_path, "secure", f"{secure.capture_filter} or {gw_tls}")
+    legacy_cap = Capture(procs, tmp_path, "legacy", legacy.capture_filter)
+    callee.start(procs, seconds=CALL_SECONDS + 8)
+    caller.start(procs, seconds=CALL_SECONDS, dial=target)
+    wait_all([caller, callee], timeout=CALL_SECONDS + 20)
+    secure_cap.stop()
+    legacy_cap.stop()
+    assert caller.established() and callee.established(), procs.tails()
+    return secure_cap, legacy_cap
+
+
+def _check(scene: Scene, suite: str, secure_cap: Capture, legacy_cap: Capture) -> None:
+    secure, legacy = scene.secure, scene.legacy
+    # Each side heard the other's tone for most of the call, and not its own.
+    assert tone_coverage(read_samples(secure.recording()), LEGACY_HZ) > 0.6
+    assert tone_coverage(read_samples(legacy.recording()), SECURE_HZ) > 0.6
+    assert tone_coverage(read_samples(legacy.recording()), LEGACY_HZ) < 0.05
+    assert f"SRTP is Enabled (cryptosuite={suite})" in secure.log()
+    assert "SRTP is Enabled" not in legacy.log()
+
+    # Secure side: media flows, but none of it is plain RTP or decodes to either tone.
+    secure_udp = secure_cap.udp()
+    rtp = rtp_packets(d.payload for d in secure_udp)
+    assert len(rtp) > 100
+    assert plain_pcmu(rtp) == []
+    assert audible_tone(rtp, SECURE_HZ) < 0.05 and audible_tone(rtp, LEGACY_HZ) < 0.05
+    assert sip_texts(d.payload for d in secure_udp) == []
+    tcp = [d.payload for d in secure_cap.tcp()]
+    assert tcp and sip_texts(tcp) == []
+
+    # Legacy side: clear SIP without SDES keys, plain RTP carrying the secure phone's tone.
+    legacy_udp = legacy_cap.udp()
+    sip = sip_texts(d.payload for d in legacy_udp)
+    assert any(b"m=audio" in s for s in sip)
+    assert not any(b"a=crypto" in s or b"RTP/SAVP" in s for s in sip)
+    to_legacy = [d.payload for d in legacy_udp
+                 if legacy.rtp_min <= d.dport < legacy.rtp_min + RTP_SPAN]
+    assert audible_tone(plain_pcmu(to_legacy), SECURE_HZ) > 0.6
+
+
+@pytest.mark.parametrize("suite", BARESIP_SUITES)
+def test_legacy_calls_secure_through_gateway(suite: str, tmp_path: Path, procs: Procs,
+                                             pki: Pki) -> None:
+    scene = _scene(tmp_path, procs, pki, suite)
+    caps = _run_call(tmp_path, procs, scene, scene.legacy, scene.secure,
+                     f"sip:carrier@{scene.gateway.udp_uri_host}")
+    _check(scene, suite, *caps)
+
+
+def test_secure_calls_legacy_through_gateway(tmp_path: Path, procs: Procs, pki: Pki) -> None:
+    scene = _scene(tmp_path, procs, pki, BARESIP_OFFERS)
+    caps = _run_call(tmp_path, procs, scene, scene.secure, scene.legacy,
+                     f"sip:pbx@{scene.gateway.tls_uri_host}")
+    _check(scene, BARESIP_OFFERS, *caps)
