@@ -27,7 +27,8 @@ from gateway.sip.identity import (
     identity_matches,
 )
 from gateway.sip.message import ParseLimits
-from gateway.sip.tls import PlainStream, TlsStream, client_context, server_context
+from gateway.sip.streams import ByteStream, PlainStream, TlsStream
+from gateway.sip.tls import client_context, server_context
 
 log = get_logger("sip")
 _MAX_WRITE_BUFFER = 1 << 20  # a peer that stops reading is cut off, not buffered forever
@@ -81,7 +82,7 @@ Admit = Callable[[MessageSource], bool]
 class Connection:
     """One TCP or TLS connection, inbound or outbound."""
 
-    def __init__(self, cid: int, source: MessageSource, stream: PlainStream,
+    def __init__(self, cid: int, source: MessageSource, stream: ByteStream,
                  framer: StreamFramer, outbound: bool) -> None:
         self.id = cid
         self.source = source
@@ -235,7 +236,7 @@ class SipTransports:
                 self.counters["refused"] += 1
                 writer.close()
                 return
-            stream = PlainStream(reader, writer)
+            stream: ByteStream = PlainStream(reader, writer)
             if listener.transport == "tls":
                 tls = await self._handshake(listener, source, reader, writer)
                 if tls is None:
@@ -268,7 +269,7 @@ class SipTransports:
         security_event("tls.handshake_failed", peer=f"{source.ip}:{source.port}",
                        listener=source.listener, reason=reason, **fields)
 
-    def _register(self, source: MessageSource, stream: PlainStream,
+    def _register(self, source: MessageSource, stream: ByteStream,
                   outbound: bool) -> Connection:
         cid = next(self._ids)
         source = MessageSource(source.transport, source.listener, source.ip, source.port, cid,
@@ -277,6 +278,14 @@ class SipTransports:
                               expect_pong=outbound)
         conn = Connection(cid, source, stream, framer, outbound)
         self._conns[cid] = conn
+        return conn
+
+    def attach(self, source: MessageSource, stream: ByteStream, *,
+               outbound: bool = False) -> Connection:
+        """Carry SIP over a stream another transport established (the plug-in point for
+        transports beyond UDP/TCP/TLS); framing, limits and timeouts apply as for TCP."""
+        conn = self._register(source, stream, outbound)
+        self._spawn(self._read_loop(conn))
         return conn
 
     async def _read_loop(self, conn: Connection) -> None:
@@ -418,7 +427,7 @@ class SipTransports:
             reason = "connect timeout" if isinstance(exc, TimeoutError) else (
                 exc.strerror or type(exc).__name__)
             raise TransportFailure(f"connect to {target.host}:{target.port}: {reason}") from None
-        stream = PlainStream(reader, writer)
+        stream: ByteStream = PlainStream(reader, writer)
         source = where
         if ctx is not None:
             tls = TlsStream(ctx, reader, writer, server_side=False, server_hostname=sni)
@@ -486,7 +495,7 @@ def _tls_reason(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def _with_peer_cert(source: MessageSource, stream: PlainStream) -> MessageSource:
+def _with_peer_cert(source: MessageSource, stream: ByteStream) -> MessageSource:
     der = stream.peer_certificate()
     if not der:
         return source

@@ -13,7 +13,8 @@ import uvloop
 from gateway.config import TlsSection
 from gateway.sip.errors import TransportFailure
 from gateway.sip.framing import PING, PONG
-from gateway.sip.transport import Target
+from gateway.sip.streams import PlainStream
+from gateway.sip.transport import Connection, MessageSource, Target
 from tests.integration.test_sip_helpers import (
     GATEWAY_ID,
     Answering,
@@ -399,4 +400,31 @@ async def test_tls_reload_keeps_established_connections(keys: Keys) -> None:
         writer.close()
         w2.close()
     finally:
+        await stack.stop()
+
+
+async def test_stream_from_another_transport_can_be_attached(keys: Keys) -> None:
+    """The plug-in point: any ByteStream (here a TCP stream we accepted ourselves) carries SIP
+    with the same framing, limits and response routing as the built-in listeners."""
+    handler = Answering()
+    stack = await started(config(keys), handler)
+    attached: list[Connection] = []
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ip, port = writer.get_extra_info("peername")[:2]
+        source = MessageSource("tcp", "plugged", ip, port)
+        attached.append(stack.transports.attach(source, PlainStream(reader, writer)))
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        writer.write(options("TCP", call_id="plugged") + PING)
+        assert (await read_message(reader)).call_id == "plugged"
+        assert await asyncio.wait_for(reader.readexactly(2), 2) == PONG
+        (incoming,) = handler.requests
+        assert incoming.source.listener == "plugged"
+        assert incoming.source.connection_id == attached[0].id
+        writer.close()
+    finally:
+        server.close()
         await stack.stop()
