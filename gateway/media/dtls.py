@@ -76,6 +76,26 @@ def dtls_suites(suites: Sequence[str]) -> tuple[str, ...]:
     return tuple(s for s in suites if s in PROFILES)
 
 
+def _context(identity: DtlsIdentity, profiles: list[Profile]) -> SSL.Context:
+    """The identity's shared context for this profile list (built once, reused per call)."""
+    srtp = b":".join(p.openssl for p in profiles)
+    ctx = identity.contexts.get(srtp)
+    if ctx is None:
+        ctx = SSL.Context(SSL.DTLS_METHOD)
+        # No renegotiation: keys are exported once, a renegotiated session would silently
+        # diverge from the SRTP keys the relay runs.
+        ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_QUERY_MTU | SSL.OP_NO_COMPRESSION
+                        | SSL.OP_NO_RENEGOTIATION)
+        ctx.set_max_proto_version(DTLS1_2_VERSION)
+        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        ctx.use_certificate(identity.certificate)
+        ctx.use_privatekey(identity.private_key)
+        ctx.set_cipher_list(CIPHERS)
+        ctx.set_tlsext_use_srtp(srtp)
+        identity.contexts[srtp] = ctx
+    return ctx
+
+
 def _reason(exc: SSL.Error) -> str:
     """A short reason from OpenSSL's error queue (``tlsv1 alert ...`` etc.)."""
     errors = exc.args[0] if exc.args and isinstance(exc.args[0], list) else []
@@ -112,27 +132,13 @@ class DtlsSession:
         self._verify_reason: str | None = None
         self._events: deque[DtlsEvent] = deque()
         self._out: list[bytes] = []
-        self._ssl = SSL.Connection(self._context(identity, profiles))
+        self._ssl = SSL.Connection(_context(identity, profiles))
+        self._ssl.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify)
         self._ssl.set_ciphertext_mtu(mtu)
         if role == "client":
             self._ssl.set_connect_state()
         else:
             self._ssl.set_accept_state()
-
-    def _context(self, identity: DtlsIdentity, profiles: list[Profile]) -> SSL.Context:
-        ctx = SSL.Context(SSL.DTLS_METHOD)
-        # No renegotiation: keys are exported once, a renegotiated session would silently
-        # diverge from the SRTP keys the relay runs.
-        ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_QUERY_MTU | SSL.OP_NO_COMPRESSION
-                        | SSL.OP_NO_RENEGOTIATION)
-        ctx.set_max_proto_version(DTLS1_2_VERSION)
-        ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
-        ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verify)
-        ctx.use_certificate(identity.certificate)
-        ctx.use_privatekey(identity.private_key)
-        ctx.set_cipher_list(CIPHERS)
-        ctx.set_tlsext_use_srtp(b":".join(p.openssl for p in profiles))
-        return ctx
 
     def _verify(self, conn: SSL.Connection, cert: crypto.X509, errno: int, depth: int,
                 ok: int) -> bool:

@@ -11,6 +11,7 @@ import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -71,6 +72,10 @@ class DtlsIdentity:
 
     certificate: x509.Certificate
     private_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = field(repr=False)
+    # OpenSSL contexts built from this identity, one per SRTP profile list (gateway.media.dtls):
+    # building one costs as much as a third of a handshake, so calls share them.
+    contexts: dict[bytes, Any] = field(default_factory=dict, repr=False, compare=False,
+                                       hash=False)
 
     @classmethod
     def from_files(cls, certificate: Path, private_key: Path) -> DtlsIdentity:

@@ -308,3 +308,21 @@ def test_garbage_after_connect_never_raises_or_rekeys(garbage: list[bytes]) -> N
     event = client.next_event()
     assert event is None or isinstance(event, (DtlsFailed, DtlsClosed))
     assert client.next_event() is None or client.state in ("failed", "closed")
+
+
+def test_sessions_share_contexts_but_not_verification() -> None:
+    """One OpenSSL context per identity and profile list; fingerprints stay per session."""
+    ours, good, bad = ecdsa_identity(), ecdsa_identity(), ecdsa_identity()
+    ok_server = DtlsSession(ours, "server", remote_fingerprints=[("sha-256", good.fingerprint())])
+    bad_server = DtlsSession(ours, "server",
+                             remote_fingerprints=[("sha-256", good.fingerprint())])
+    assert len(ours.contexts) == 1
+    DtlsSession(ours, "server", suites=["AES_CM_128_HMAC_SHA1_80"])
+    assert len(ours.contexts) == 2
+    ok_client = DtlsSession(good, "client", remote_fingerprints=[("sha-256", ours.fingerprint())])
+    bad_client = DtlsSession(bad, "client", remote_fingerprints=[("sha-256", ours.fingerprint())])
+    run(ok_client, ok_server)
+    run(bad_client, bad_server)
+    assert isinstance(ok_server.next_event(), HandshakeCompleted)
+    assert bad_server.next_event() == DtlsFailed("fingerprint-mismatch")
+    assert "contexts" not in repr(ours)
