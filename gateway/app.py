@@ -19,9 +19,8 @@ from gateway.b2bua.call import Call
 from gateway.b2bua.routing import source_allowed
 from gateway.config import Config
 from gateway.media.relay import MediaRelay
-from gateway.ops.gateway_view import GatewayOps
+from gateway.ops.gateway_view import attach_ops
 from gateway.ops.log import get_logger
-from gateway.ops.service import OpsService
 from gateway.policy.acl import Source
 from gateway.policy.firewall import Firewall
 from gateway.sip.errors import SipParseError
@@ -53,6 +52,7 @@ class Gateway:
         self.b2bua = B2bua(config, self.stack, self.relay, clock=self.loop.time,
                            on_call_end=self._call_ended)
         self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_task: asyncio.Task[list[str]] | None = None
         self.requests: Counter[tuple[str, str]] = Counter()  # (method, transport), for metrics
         self.call_end_hooks: list[Callable[[Call], None]] = []  # CDRs, outcome counters
 
@@ -135,7 +135,7 @@ class Gateway:
         self._sweeper = self.loop.call_later(interval, self._sweep)
 
     def _sweep(self) -> None:
-        self.b2bua.sweep()
+        self._sweep_task = self.loop.create_task(self.b2bua.sweep())
         self._arm_sweep()
 
 
@@ -147,10 +147,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None,
     """
     stop = stop or asyncio.Event()
     gw = Gateway(config)
-    view = GatewayOps(gw)
-    ops = OpsService(config, view, on_drained=stop.set)
-    view.on_record = ops.write_cdr
-    gw.call_end_hooks.append(view.call_ended)
+    ops = attach_ops(gw, on_drained=stop.set)
     try:
         await gw.start()
         await ops.start(handle_signals=handle_signals)

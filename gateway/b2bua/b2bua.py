@@ -201,13 +201,29 @@ class B2bua:
             log.info("call.media_timeout", call=call.id, stream=stream)
             self._end(call, EndReason.MEDIA_TIMEOUT)
 
-    def sweep(self, now: float | None = None) -> list[str]:
-        """End calls with no signalling for ``sip.session_expires`` seconds; returns their ids."""
+    async def sweep(self, now: float | None = None) -> list[str]:
+        """End calls with neither signalling nor media for ``sip.session_expires`` seconds.
+
+        Media counts as activity: a long call whose phones never refresh the session must not
+        be cut while it carries audio. Returns the ids of the calls ended.
+        """
         now = self._clock() if now is None else now
-        gone = expired(list(self.calls.values()), now, self.config.sip.session_expires)
-        for call in gone:
-            self._end(call, EndReason.SESSION_EXPIRED)
-        return [c.id for c in gone]
+        limit = self.config.sip.session_expires
+        gone = []
+        for call in expired(list(self.calls.values()), now, limit):
+            bridge = self._media.get(call.id)
+            if bridge is not None and bridge.session_id is not None:
+                with contextlib.suppress(MediaError):
+                    stats = await self.relay.stats(bridge.session_id)
+                    last = max((s.last_packet or 0.0 for leg in stats.legs for s in leg),
+                               default=0.0)
+                    if now - last <= limit:
+                        call.touch(last)
+                        continue
+            if call.active:
+                self._end(call, EndReason.SESSION_EXPIRED)
+                gone.append(call.id)
+        return gone
 
     def hangup_all(self, reason: EndReason = EndReason.SHUTDOWN) -> None:
         """BYE (or 503/CANCEL) every call: shutdown and the end of a drain."""
@@ -456,6 +472,7 @@ class B2bua:
                 return
             if bridge.session_id is not None:
                 self._by_session[bridge.session_id] = call
+                call.media_session = bridge.session_id  # ops reads the relay's counters for CDRs
         else:
             self._fail(inv, 488, "INVITE without SDP (late offer) is not supported")
             return

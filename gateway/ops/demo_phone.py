@@ -131,6 +131,7 @@ class DemoPhone:
         self.answered = asyncio.Event()
         self.ended = asyncio.Event()
         self.incoming_invite: SipRequest | None = None
+        self.last_final: SipResponse | None = None  # our INVITE's final response
         self._udp: _SipUdp | None = None
         self._server: asyncio.Server | None = None
         self._rtp: asyncio.DatagramTransport | None = None
@@ -143,6 +144,7 @@ class DemoPhone:
         self._seq = secrets.randbits(15)
         self.sip_port = 0
         self.rtp_port = 0
+        self.packets = 50  # audio packets per call, 20 ms apart (the call may end sooner)
         self._answer_sdp = b""
         self._peer_marker: bytes | None = None
 
@@ -253,6 +255,7 @@ class DemoPhone:
         fut = self._expect(1, "INVITE")
         send(self._request("INVITE", request_uri, branch, 1, body))
         resp = await asyncio.wait_for(fut, timeout)
+        self.last_final = resp
         d = self._dialog
         d.remote_tag = resp.to.tag
         if resp.status >= 300:
@@ -428,8 +431,8 @@ class DemoPhone:
         payload = (self.marker * (PAYLOAD_SIZE // len(self.marker) + 1))[:PAYLOAD_SIZE]
         return header + payload
 
-    async def _send_audio(self, count: int = 50, interval: float = 0.02) -> None:
-        for _ in range(count):
+    async def _send_audio(self, interval: float = 0.02) -> None:
+        for _ in range(self.packets):
             if self.ended.is_set():
                 return
             if self.report.remote is not None and self._rtp is not None:

@@ -17,6 +17,7 @@ from gateway.media.api import SessionStats, UnknownSession
 from gateway.ops.cdr import CallRecord, LegRecord
 from gateway.ops.log import get_logger
 from gateway.ops.metrics import Stats
+from gateway.ops.service import OpsService
 from gateway.sip.errors import SipParseError
 from gateway.sip.headers import parse_name_addr
 
@@ -155,3 +156,12 @@ class GatewayOps:
             return self.gw.relay.stats_now(call.media_session)
         except UnknownSession:
             return None
+
+
+def attach_ops(gw: Gateway, on_drained: Callable[[], None] | None = None) -> OpsService:
+    """Operations for a gateway: its view, CDRs on every call end; start it after ``gw``."""
+    view = GatewayOps(gw)
+    ops = OpsService(gw.config, view, on_drained=on_drained)
+    view.on_record = ops.write_cdr
+    gw.call_end_hooks.append(view.call_ended)
+    return ops
