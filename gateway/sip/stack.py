@@ -55,6 +55,7 @@ class _UdpReply:
 class _ConnReply:
     connection_id: int
     source: MessageSource
+    fallback: Target  # §18.2.2: where to connect when that connection is gone
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +208,11 @@ class SipStack:
             first = split_list(req.headers.get("Via") or "")
             req.headers.replace_first("Via", ", ".join([str(via), *first[1:]]))
         if source.connection_id is not None:
-            return _ConnReply(source.connection_id, source)
+            default = 5061 if source.transport == "tls" else 5060
+            fallback = Target(source.transport, via.received or via.host.strip("[]"),  # type: ignore[arg-type]
+                              via.port or default, source.listener,
+                              tls_identity=source.tls_identities)
+            return _ConnReply(source.connection_id, source, fallback)
         port = source.port if via.rport_requested else (via.port or 5060)
         return _UdpReply(source.listener, (source.ip, port), source)
 
@@ -313,7 +318,7 @@ class SipStack:
         dest = t.dest
         if isinstance(dest, _ConnReply):
             if not self.transports.send_on_connection(dest.connection_id, t.data):
-                log.info("sip.response_undeliverable", connection=dest.connection_id)
+                self._send_stateless(t.data, dest.fallback)
         elif isinstance(dest, _UdpReply):
             self.transports.send_datagram(dest.listener, t.data, dest.addr)
         else:

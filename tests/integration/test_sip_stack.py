@@ -426,3 +426,36 @@ async def test_via_stamped_in_place(keys: Keys) -> None:
     finally:
         sock.close()
         await stack.stop()
+
+
+async def test_response_reopens_connection_to_via_when_original_closed(keys: Keys) -> None:
+    """§18.2.2: the request's connection is gone, so the response goes to the Via sent-by."""
+    held: list[IncomingRequest] = []
+    stack = await started(config(keys), held.append)  # type: ignore[arg-type]
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def via_listener(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got.put_nowait(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()
+
+    server = await asyncio.start_server(via_listener, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection(*stack.bound("tcp"))
+        writer.write(options("TCP", call_id="reopen", port=port).replace(b";rport", b""))
+        for _ in range(100):
+            if held:
+                break
+            await asyncio.sleep(0.01)
+        writer.close()
+        for _ in range(100):
+            if stack.transports.connections == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert stack.transports.connections == 0
+        assert held[0].respond(held[0].request.create_response(200, to_tag="late"))
+        data = await asyncio.wait_for(got.get(), 3)
+        assert data.startswith(b"SIP/2.0 200 OK") and b"Call-ID: reopen" in data
+    finally:
+        server.close()
+        await stack.stop()
