@@ -119,8 +119,9 @@ def _with_method(tid: Tid, method: str) -> Tid:
 class TransactionLayer:
     """All client and server transactions of one SIP element."""
 
-    def __init__(self, timers: Timers | None = None) -> None:
+    def __init__(self, timers: Timers | None = None, max_transactions: int = 65536) -> None:
         self.timers = timers or Timers()
+        self.max_transactions = max_transactions  # beyond this, new requests get a 503
         self._txns: dict[Tid, _Txn] = {}
         self._heap: list[tuple[float, int, Tid, str]] = []
         self._seq = itertools.count()
@@ -273,6 +274,11 @@ class TransactionLayer:
         if t is not None:
             if t.state in (PROCEEDING, COMPLETED) and t.data:
                 self._send(t.data, t.dest)
+            return
+        if len(self._txns) >= self.max_transactions:
+            busy = req.create_response(503)
+            busy.headers.add("Retry-After", "5")
+            self._send(busy.to_bytes(), source)
             return
         invite = req.method == "INVITE"
         t = _Txn(tid, IST if invite else NIST, PROCEEDING if invite else TRYING, req, source,

@@ -364,3 +364,14 @@ def test_client_cancel_waits_for_provisional() -> None:
                 if isinstance(e, ResponseReceived)]
     assert statuses == [("INVITE", 180), ("CANCEL", 200), ("INVITE", 487)]
     assert not layer.cancel(tid, 0.5)
+
+
+def test_transaction_table_is_bounded() -> None:
+    layer = TransactionLayer(T, max_transactions=3)
+    for _ in range(3):
+        layer.receive(request("OPTIONS"), PEER, False, 0.0)
+    assert len(events(layer)) == 3
+    layer.receive(request("OPTIONS"), PEER, False, 0.0)
+    (busy,) = sent(layer)
+    assert busy.startswith(b"SIP/2.0 503 ") and b"Retry-After: 5" in busy
+    assert events(layer) == [] and len(layer) == 3
