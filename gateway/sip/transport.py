@@ -153,6 +153,7 @@ class SipTransports:
         self._client_ctx: ssl.SSLContext | None = None
         self.counters = {"accepted": 0, "refused": 0, "tls_failures": 0, "framing_errors": 0,
                          "timeouts": 0}
+        self.max_connections = 10000  # inbound; more are closed at accept
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -234,6 +235,12 @@ class SipTransports:
             source = MessageSource(listener.transport, listener.name, peer[0], peer[1])
             if self._admit is not None and not self._admit(source):
                 self.counters["refused"] += 1
+                writer.close()
+                return
+            if len(self._conns) >= self.max_connections:
+                self.counters["refused"] += 1
+                security_event("sip.connection_limit", peer=_peer(source),
+                               listener=listener.name, limit=self.max_connections)
                 writer.close()
                 return
             stream: ByteStream = PlainStream(reader, writer)

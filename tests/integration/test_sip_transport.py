@@ -428,3 +428,22 @@ async def test_stream_from_another_transport_can_be_attached(keys: Keys) -> None
     finally:
         server.close()
         await stack.stop()
+
+
+async def test_connection_limit(keys: Keys) -> None:
+    stack = await started(config(keys), Answering())
+    stack.transports.max_connections = 1
+    try:
+        r1, w1 = await asyncio.open_connection(*stack.bound("tcp"))
+        w1.write(options("TCP"))
+        assert (await read_message(r1)).status == 200
+        with capture() as cap:
+            r2, w2 = await asyncio.open_connection(*stack.bound("tcp"))
+            assert await closed_by_peer(r2, 2)
+            assert cap.events("sip.connection_limit")
+        w1.write(options("TCP"))  # the first one is unaffected
+        assert (await read_message(r1)).status == 200
+        w1.close()
+        w2.close()
+    finally:
+        await stack.stop()
