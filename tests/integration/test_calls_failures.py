@@ -196,10 +196,26 @@ async def test_media_timeout_ends_call_on_both_legs(rig: Rig) -> None:
 
 
 async def test_session_expiry_sweep_ends_idle_calls(rig: Rig) -> None:
-    call, incoming, _, _ = await establish(rig, rig.pbx, rig.carrier, "100", rig.udp)
+    call, incoming, a_ep, b_ep = await establish(rig, rig.pbx, rig.carrier, "100", rig.udp)
+    expires = rig.gw.config.sip.session_expires
     now = asyncio.get_running_loop().time()
-    assert rig.gw.b2bua.sweep(now) == []
-    ended = rig.gw.b2bua.sweep(now + rig.gw.config.sip.session_expires + 1)
+    assert await rig.gw.b2bua.sweep(now) == []
+    await asyncio.sleep(0.1)
+    await media_both_ways(a_ep, b_ep)
+    # signalling has been idle for longer than media: only the media keeps the call alive
+    (only,) = rig.gw.calls.values()
+    session = rig.gw.b2bua._media[only.id].session_id
+    last = None
+    for _ in range(60):   # the relay notes media activity on its inactivity tick
+        stats = await rig.gw.relay.stats(session)
+        last = max((s.last_packet or 0.0) for leg in stats.legs for s in leg)
+        if last > only.last_activity + 0.05:
+            break
+        await asyncio.sleep(0.05)
+    later = last + expires - 0.01
+    assert later - only.last_activity > expires
+    assert await rig.gw.b2bua.sweep(later) == []
+    ended = await rig.gw.b2bua.sweep(later + expires + 1)
     assert len(ended) == 1
     await call.wait_request("BYE", 2)
     await incoming.wait_request("BYE", 2)
