@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.app import Gateway
@@ -25,7 +26,13 @@ from gateway.config import HostPort, load_config
 from gateway.ops import demo
 from gateway.ops.demo_phone import DemoPhone, server_context
 from gateway.ops.gateway_view import attach_ops
-from gateway.ops.keys import init_keys
+from gateway.ops.keys import (
+    init_keys,
+    load_private_key,
+    make_leaf,
+    write_cert,
+    write_private_key,
+)
 from gateway.ops.service import OpsService
 from gateway.ops.status import request
 
@@ -236,6 +243,29 @@ async def test_call_metrics_status_reload_and_cdr(rig: Rig, caplog: pytest.LogCa
     assert {r.msg for r in tagged} >= {"call.start", "call.end"}
 
 
+async def test_certificate_reload_keeps_established_calls(rig: Rig) -> None:
+    """New certificate files are read on reload; the established TLS leg carries on."""
+    keys = Path(str(rig.values["keys"]))
+    assert await rig.call() == 200
+    await asyncio.wait_for(rig.secure.answered.wait(), 5)
+    _, doc = await asyncio.to_thread(request, rig.admin, "GET", "/status")
+    assert {c["name"]: c["days_left"] for c in doc["certificates"]}["tls"] > 300
+    ca_key = load_private_key(keys / "ca.key")
+    ca_cert = x509.load_pem_x509_certificate((keys / "ca.crt").read_bytes())
+    key, cert = make_leaf(ca_key, ca_cert, "gateway.srtpgw.test", dns=["gateway.srtpgw.test"],
+                          ips=["127.0.0.1"], uris=["sip:gateway.srtpgw.test"], days=30)
+    write_private_key(keys / "gateway.key", key)
+    write_cert(keys / "gateway.crt", cert, ca_cert)
+    code, _, body = await http(rig.admin, b"POST /reload HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+    assert code == 200, body
+    _, doc = await asyncio.to_thread(request, rig.admin, "GET", "/status")
+    assert 29 < {c["name"]: c["days_left"] for c in doc["certificates"]}["tls"] <= 30
+    before = rig.secure.report.received
+    await wait_for(lambda: rig.secure.report.received > before + 3)
+    assert await rig.legacy.hangup() == 200
+    await asyncio.wait_for(rig.secure.ended.wait(), 5)  # BYE over the pre-reload TLS connection
+
+
 async def test_drain_refuses_new_calls_and_waits(rig: Rig, tmp_path: Path) -> None:
     assert await rig.call() == 200
     await asyncio.wait_for(rig.secure.answered.wait(), 5)
@@ -302,6 +332,13 @@ async def test_srtpgw_run_sighup_and_sigterm(tmp_path: Path) -> None:
                 break
             await asyncio.sleep(0.1)
         assert doc["counters"]["reloads_refused"] == 1 and doc["counters"]["reloads_ok"] == 0
+        cli = [sys.executable, "-m", "gateway.cli"]
+        st = await asyncio.to_thread(subprocess.run, [*cli, "status", "--admin", str(admin)],
+                                     capture_output=True, text=True, timeout=30)
+        assert st.returncode == 0 and "active calls: 0" in st.stdout, st.stderr
+        rl = await asyncio.to_thread(subprocess.run, [*cli, "reload", "--admin", str(admin)],
+                                     capture_output=True, text=True, timeout=30)
+        assert rl.returncode == 1 and "refused" in rl.stderr and "max_calls" in rl.stderr
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 15) == 0
         assert b"config.reload_refused" in proc.stderr.read()  # type: ignore[union-attr]
