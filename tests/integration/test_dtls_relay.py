@@ -14,7 +14,7 @@ import uvloop
 from cryptography.hazmat.primitives import hashes
 
 from gateway.config import DtlsSection, HostPort, MediaSection, Trunk
-from gateway.media.api import LegConfig, SrtpParams
+from gateway.media.api import LegConfig, SrtpParams, generate_params
 from gateway.media.dtls_events import HandshakeCompleted
 from gateway.media.dtls_identity import DtlsIdentity
 from gateway.media.dtls_leg import DtlsLeg
@@ -340,3 +340,95 @@ async def test_relay_session_closed_mid_handshake_stops_quietly(relay: MediaRela
         assert errors == [] and failures == []
     finally:
         silent.close()
+
+
+async def keyed_leg(relay: MediaRelay, sid: str, leg_no: int, peer: BaresipLikePeer,
+                    addr: tuple[str, int]) -> DtlsLeg:
+    """A DTLS leg whose handshake with ``peer`` (a server) has completed and keys installed."""
+    key, cert = make_self_signed("relay dtls")
+    done: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    leg = DtlsLeg(relay, sid, leg_no, 0, DtlsIdentity(cert, key), new_tls_id(),
+                  on_failed=lambda r: done.done() or done.set_result(r),
+                  on_connected=lambda e: done.done() or done.set_result(e))
+    thread = asyncio.create_task(asyncio.to_thread(peer.handshake, addr))
+    base = LegConfig(remote_rtp=peer.addr)
+    relay.update_leg_now(sid, leg_no, 0, leg.config(base))
+    leg.start("client", peer.addr, [("sha-256", peer.fingerprint())], base)
+    assert isinstance(await asyncio.wait_for(done, 8.0), HandshakeCompleted)
+    await thread
+    for _ in range(100):
+        if relay._find(sid, leg_no, 0)[1].rx is not None:
+            break
+        await asyncio.sleep(0.01)
+    return leg
+
+
+async def test_dtls_to_dtls_with_independent_keys(relay: MediaRelay) -> None:
+    """Both legs DTLS-SRTP, each with its own association: media crosses, keys differ."""
+    left, right = BaresipLikePeer("server"), BaresipLikePeer("server")
+    try:
+        info = relay.create_session_now()
+        sid = info.session_id
+        leg0 = await keyed_leg(relay, sid, 0, left, info.local(0).rtp)
+        leg1 = await keyed_leg(relay, sid, 1, right, info.local(1).rtp)
+        assert leg0.keys is not None and leg1.keys is not None
+        assert {leg0.keys.tx, leg0.keys.rx}.isdisjoint({leg1.keys.tx, leg1.keys.rx})
+        assert left.tx and left.rx and right.tx and right.rx
+        for seq in range(1, 4):
+            left.sock.sendto(left.tx.protect(rtp(seq)), info.local(0).rtp)
+            assert right.rx.unprotect(await recv_from(right.sock)) == rtp(seq)
+            right.sock.sendto(right.tx.protect(rtp(50 + seq)), info.local(1).rtp)
+            assert left.rx.unprotect(await recv_from(left.sock)) == rtp(50 + seq)
+    finally:
+        left.close()
+        right.close()
+
+
+async def test_dtls_to_sdes_leg(relay: MediaRelay, plain: Plain) -> None:
+    """DTLS-SRTP on one leg, SDES-keyed SRTP on the other (keys generated per leg)."""
+    peer = BaresipLikePeer("server")
+    try:
+        info = relay.create_session_now()
+        sid = info.session_id
+        ours_tx, theirs_tx = (generate_params("AEAD_AES_128_GCM"),
+                              generate_params("AEAD_AES_128_GCM"))
+        relay.update_leg_now(sid, 1, 0, LegConfig(remote_rtp=plain.addr, rx=theirs_tx,
+                                                  tx=ours_tx))
+        await keyed_leg(relay, sid, 0, peer, info.local(0).rtp)
+        assert peer.tx is not None and peer.rx is not None and plain.transport is not None
+        sdes_out = SrtpContext(theirs_tx, outbound=True)
+        sdes_in = SrtpContext(ours_tx, outbound=False)
+        peer.sock.sendto(peer.tx.protect(rtp(7)), info.local(0).rtp)
+        assert sdes_in.unprotect(await asyncio.wait_for(plain.queue.get(), 2.0)) == rtp(7)
+        plain.transport.sendto(sdes_out.protect(rtp(8)), info.local(1).rtp)
+        assert peer.rx.unprotect(await recv_from(peer.sock)) == rtp(8)
+    finally:
+        peer.close()
+
+
+async def test_new_association_rekeys_the_leg_without_touching_the_other(
+        relay: MediaRelay, plain: Plain) -> None:
+    """re-INVITE with a new tls-id: close the old DtlsLeg, handshake again, new keys in the
+    relay; the plain leg is untouched and media keeps flowing."""
+    first, second = BaresipLikePeer("server"), BaresipLikePeer("server")
+    try:
+        info = relay.create_session_now()
+        sid = info.session_id
+        relay.update_leg_now(sid, 1, 0, LegConfig(remote_rtp=plain.addr))
+        old = await keyed_leg(relay, sid, 0, first, info.local(0).rtp)
+        assert first.tx is not None and plain.transport is not None
+        first.sock.sendto(first.tx.protect(rtp(1)), info.local(0).rtp)
+        assert await asyncio.wait_for(plain.queue.get(), 2.0) == rtp(1)
+        old.close()
+        second.sock.close()  # the re-INVITE moved the peer: new socket at the same address
+        second.sock = first.sock
+        second.addr = first.addr
+        new = await keyed_leg(relay, sid, 0, second, info.local(0).rtp)
+        assert new.keys is not None and old.keys is not None and new.keys.rx != old.keys.rx
+        assert second.tx is not None
+        second.sock.sendto(second.tx.protect(rtp(2)), info.local(0).rtp)
+        assert await asyncio.wait_for(plain.queue.get(), 2.0) == rtp(2)
+        stream = relay._find(sid, 0, 0)[1]
+        assert stream.rx is not None and stream.rx.params.key == new.keys.rx
+    finally:
+        first.close()
