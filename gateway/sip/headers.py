@@ -135,7 +135,11 @@ class Headers:
     def get_all(self, name: str) -> list[str]:
         """Every field of that name, one entry per header line."""
         key = _key(name)
-        return [item[1] for k, item in zip(self._keys, self._items, strict=True) if k == key]
+        keys = self._keys
+        n = keys.count(key)
+        if n <= 1:
+            return [self._items[keys.index(key)][1]] if n else []
+        return [item[1] for k, item in zip(keys, self._items, strict=True) if k == key]
 
     def values(self, name: str) -> list[str]:
         """Every element of a comma-list header (Via, Contact, Route, Allow, ...)."""
@@ -217,7 +221,8 @@ def parse_params(text: str, pos: int, what: str) -> dict[str, str | None]:
             if text[pos:].strip():
                 raise SipParseError(400, f"malformed {what} parameters")
             break
-        params[m.group(1).lower()] = m.group(2)
+        name, value = m.groups()
+        params[name.lower()] = value
         pos = m.end()
     return params
 
@@ -270,7 +275,8 @@ def parse_via(text: str) -> Via:
     m = g.VIA_PARM_RE.match(text)
     if m is None:
         raise SipParseError(400, "malformed Via")
-    port = _port(m.group(5), "Via")
+    name, version, transport, host, port_text = m.groups()
+    port = _port(port_text, "Via")
     params = parse_params(text, m.end(), "Via")
     rport = params.get("rport")
     if rport is not None and not (rport.isdigit() and 0 < int(rport) <= 65535):
@@ -279,8 +285,7 @@ def parse_via(text: str) -> Via:
     if received is not None and not (g.IPV4_RE.fullmatch(received)
                                      or (":" in received and g.IPV6_RE.fullmatch(received))):
         raise SipParseError(400, "malformed Via received")
-    return Via(m.group(3).upper(), m.group(4), port, params,
-               f"{m.group(1).upper()}/{m.group(2)}")
+    return Via(transport.upper(), host, port, params, f"{name.upper()}/{version}")
 
 
 def _port(text: str | None, what: str) -> int | None:
@@ -336,9 +341,10 @@ def parse_name_addr(text: str, what: str) -> NameAddr:
         m = g.NAME_ADDR_RE.match(text)
         if m is None:
             raise SipParseError(400, f"malformed {what}")
-        raw = m.group(1).strip()
+        raw, uri_text = m.groups()
+        raw = raw.strip()
         display = _unquote(raw) if raw.startswith('"') else (raw or None)
-        uri = parse_uri(m.group(2))
+        uri = parse_uri(uri_text)
         return NameAddr(uri, display, parse_params(text, m.end(), what))
     spec, _, _ = text.partition(";")
     spec = spec.rstrip()

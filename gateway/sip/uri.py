@@ -94,7 +94,8 @@ def _params(text: str, pos: int, params: dict[str, str | None]) -> int:
         m = g.URI_PARAM_RE.match(text, pos)
         if m is None:
             raise _bad("parameter")
-        params[m.group(1).lower()] = m.group(2)
+        name, value = m.groups()
+        params[name.lower()] = value
         pos = m.end()
     return pos
 
@@ -109,11 +110,11 @@ def parse_uri(text: str) -> Uri:
     """Parse any absolute URI; SIP/SIPS/TEL get full structure. Raises SipParseError(400)."""
     f = _FAST.fullmatch(text)
     if f is not None:
-        port = f.group(4)
+        scheme, user, host, port, params = f.groups()
         if port is None or int(port) <= 65535:
-            uri = SipUri(f.group(1), f.group(3), f.group(2), int(port) if port else None)
-            if f.group(5):
-                for item in f.group(5)[1:].split(";"):
+            uri = SipUri(scheme, host, user, int(port) if port else None)
+            if params:
+                for item in params[1:].split(";"):
                     name, eq, value = item.partition("=")
                     uri.params[name.lower()] = value if eq else None
             return uri
