@@ -4,6 +4,7 @@ plus a raw SIP sender that knows nothing of gateway.sip (bytes out, bytes back).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.ops.keys import init_keys
+from tests.conftest import require
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -163,9 +165,15 @@ class Gateway:
         return self.proc.returncode
 
 
+def needs_app() -> None:
+    require(importlib.util.find_spec("gateway.app") is not None,
+            "gateway.app (srtpgw run) has not landed yet")
+
+
 def start_gateway(tmp: Path, *, rate: float = 20, burst: int = 40, pike_max: int = 400,
-                  pbx_peer: int | None = None, carrier_peer: int | None = None) -> Gateway:
-    keys = init_keys(tmp / "keys").dir
+                  pbx_peer: int | None = None, carrier_peer: int | None = None,
+                  keys: Path | None = None) -> Gateway:
+    keys = keys or init_keys(tmp / "keys").dir
     ports = {"udp": free_port(socket.SOCK_DGRAM), "tcp": free_port(socket.SOCK_STREAM),
              "tls": free_port(socket.SOCK_STREAM), "admin": free_port(socket.SOCK_STREAM),
              "pbx_peer": pbx_peer or free_port(socket.SOCK_DGRAM),
