@@ -24,13 +24,11 @@ class DtlsEndpoint:
     def __init__(self, session: DtlsSession, send: Callable[[bytes], None], *,
                  on_connected: Callable[[HandshakeCompleted], None],
                  on_failed: Callable[[str], None],
-                 on_closed: Callable[[bool], None] | None = None,
                  context: Mapping[str, Any] | None = None) -> None:
         self.session = session
         self._send = send
         self._on_connected = on_connected
         self._on_failed = on_failed
-        self._on_closed = on_closed
         self._context = dict(context or {})
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
@@ -91,8 +89,6 @@ class DtlsEndpoint:
                 self._on_failed(event.reason)
             elif isinstance(event, DtlsClosed):
                 log.info("dtls.closed", by_peer=event.by_peer, **self._context)
-                if self._on_closed is not None:
-                    self._on_closed(event.by_peer)
         when = self.session.get_timer()
         if when is None:
             self._cancel_timer()

@@ -6,7 +6,6 @@ the ``a=fingerprint`` carried in SDP. So the checks here are the whole of peer a
 
 from __future__ import annotations
 
-import datetime as dt
 import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -103,7 +102,3 @@ class DtlsIdentity:
 
     def fingerprint(self, algorithm: str = "sha-256") -> str:
         return certificate_fingerprint(self.certificate, algorithm)
-
-    def expires_in(self, now: dt.datetime) -> dt.timedelta:
-        """Time left before the certificate expires (negative once expired)."""
-        return self.certificate.not_valid_after_utc - now

@@ -172,19 +172,3 @@ def dtls_attributes(fingerprint: tuple[str, str], setup: Setup, tls_id: str
     fp = Fingerprint(fingerprint[0].lower(), fingerprint[1].upper())
     return (Attribute("fingerprint", fp.to_text()), Attribute("setup", setup),
             Attribute("tls-id", tls_id))
-
-
-def set_dtls_attributes(media: Media, fingerprint: tuple[str, str], setup: Setup, tls_id: str, *,
-                        feedback: bool = False) -> None:
-    """Make ``media`` one of our DTLS-SRTP streams: proto, fingerprint, setup, tls-id.
-
-    SDES ``a=crypto`` lines are removed: keys must not travel in SDP on a DTLS leg.
-    """
-    media.proto = DTLS_PROTOS[1] if feedback else DTLS_PROTOS[0]
-    media.remove("fingerprint", "setup", "tls-id", "crypto")
-    media.attributes.extend(dtls_attributes(fingerprint, setup, tls_id))
-
-
-def strip_session_dtls(session: SessionDescription) -> None:
-    """Drop session-level DTLS attributes (ours always sit at media level)."""
-    session.remove("fingerprint", "setup", "tls-id")

@@ -24,7 +24,7 @@ def test_loads_the_keys_init_certificate(tmp_path: Path) -> None:
                                                     private_key=keys.dtls_key))
     assert identity.fingerprint() == fingerprint(identity.certificate)
     assert identity.fingerprint("SHA-1") == fingerprint(identity.certificate, "sha-1")
-    left = identity.expires_in(dt.datetime.now(dt.UTC))
+    left = identity.certificate.not_valid_after_utc - dt.datetime.now(dt.UTC)
     assert dt.timedelta(days=300) < left <= dt.timedelta(days=366)  # persistent, not 30 days
     pem = keys.dtls_key.read_text()
     assert pem.split("\n")[1] not in repr(identity)
