@@ -82,6 +82,20 @@ class Firewall:
         self._unknown(source, now)
         return not self._unknown_drop
 
+    def admit_connection(self, source: Source, now: float) -> bool:
+        """A new TCP/TLS connection, before any handshake: banned or no trunk's network, no.
+
+        No identity exists yet, so only the network is checked; every message on the
+        connection then passes ``admit`` with the peer certificate's identities.
+        """
+        if self._pike.banned(source.ip, now):
+            self._counts["pike.banned"] += 1
+            return False
+        if self._acl.network_allows(source.listener, source.ip):
+            return True
+        self._unknown(source, now)
+        return False
+
     def _unknown(self, source: Source, now: float) -> None:
         self._counts["acl.unknown_source"] += 1
         self._report("acl.unknown_source", source, now, reason=self._acl.why_not(source))

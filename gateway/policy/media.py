@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.config import Trunk
 from gateway.ops.log import security_event
@@ -114,6 +115,16 @@ class SrtpWatch:
                        auth_failures=auth_failures, replays=replays, threshold=self.threshold,
                        source=source)
         return True
+
+    def report_session(self, call_id: str, trunks: tuple[str, str], stats: Any) -> int:
+        """Feed a relay ``SessionStats`` (``legs[leg][stream]``) for one call; events emitted."""
+        emitted = 0
+        for leg, streams in enumerate(stats.legs):
+            for index, s in enumerate(streams):
+                source = f"{s.latched_rtp[0]}:{s.latched_rtp[1]}" if s.latched_rtp else None
+                emitted += self.report(call_id, f"{leg}.{index}", trunks[leg], s.auth_failures,
+                                       s.replays, source)
+        return emitted
 
     def forget(self, call_id: str) -> None:
         for key, _ in self._legs.items():

@@ -132,3 +132,12 @@ def test_bounded_under_many_sources() -> None:
     c = fw.counters()
     assert c["tracked_sources"] <= 500 and c["rate_limited_sources"] <= 500
     assert c["ratelimit.trunk"] > 19_000 and c["suppressed_reports"] > 18_000
+
+
+def test_admit_connection_before_handshake() -> None:
+    fw = Firewall(make_config())
+    assert fw.admit_connection(Source("secure", "tls", "127.0.0.9", 1), 0.0)
+    assert not fw.admit_connection(Source("secure", "tls", "10.1.0.1", 1), 0.0)
+    fw.ban("127.0.0.9", 60, 0.0)
+    assert not fw.admit_connection(Source("secure", "tls", "127.0.0.9", 1), 1.0)
+    assert fw.counters()["pike.banned"] == 1 and fw.counters()["acl.unknown_source"] == 1

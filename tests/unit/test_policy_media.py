@@ -74,3 +74,20 @@ def test_srtp_watch_threshold_events() -> None:
     assert [d["kind"] for d in docs] == ["srtp.auth_failures"] * 4
     assert docs[0]["auth_failures"] == 40 and docs[0]["replays"] == 10
     assert docs[0]["source"] == "127.0.0.9:4000"
+
+
+def test_report_session_from_relay_stats() -> None:
+    from gateway.media.api import SessionStats, StreamStats
+
+    stats = SessionStats("s1", ((StreamStats(auth_failures=70, latched_rtp=("127.0.0.1", 4000)),),
+                                (StreamStats(replays=10),)))
+    buf = io.StringIO()
+    h = attach_siem(stream=buf)
+    try:
+        w = SrtpWatch(threshold=50)
+        assert w.report_session("c9", ("carrier", "pbx"), stats) == 1
+        assert w.report_session("c9", ("carrier", "pbx"), stats) == 0
+    finally:
+        detach_siem(h)
+    doc = json.loads(buf.getvalue())
+    assert (doc["leg"], doc["trunk"], doc["source"]) == ("0.0", "carrier", "127.0.0.1:4000")
