@@ -40,6 +40,18 @@ def _user(name_addr: str) -> str | None:
         return None
 
 
+_DIRS = ("in", "out")
+_MEDIA_COUNTERS = ("packets_in", "packets_out", "bytes_in", "bytes_out", "auth_failures",
+                   "replays")
+
+
+def _add_media(into: Counter[tuple[str, str]], call: Call, stats: SessionStats) -> None:
+    for i, leg in enumerate((call.a, call.b)):
+        for s in stats.legs[i]:
+            for name in _MEDIA_COUNTERS:
+                into[(leg.trunk.media, name)] += getattr(s, name)
+
+
 class GatewayOps:
     """Implements ``gateway.ops.service.GatewayView`` over the app's ``Gateway``."""
 
@@ -47,6 +59,7 @@ class GatewayOps:
         self.gw = gw
         self._wall = wall
         self.ended: Counter[tuple[str, str]] = Counter()  # (trunk, outcome)
+        self._closed_media: Counter[tuple[str, str]] = Counter()  # (leg kind, counter) of ended
         self.on_record: Callable[[CallRecord], None] | None = None
 
     # ------------------------------------------------------------------ GatewayView
@@ -57,16 +70,18 @@ class GatewayOps:
         totals = gw.relay.totals()
         media = gw.config.media
         fw = gw.firewall.counters()
+        kinds = self._media_by_kind()
+        names = sorted({t.media for t in gw.config.trunks} | {k for k, _ in kinds})
         return Stats(
             calls_active={t.name: active.get(t.name, 0) for t in gw.config.trunks},
             calls_total=dict(self.ended),
             sip_requests=dict(gw.requests),
             sip_messages=dict(gw.stack.counters),
             sip_connections=dict(gw.stack.transports.counters),
-            media_packets={("all", "in"): totals.packets_in, ("all", "out"): totals.packets_out},
-            media_bytes={("all", "in"): totals.bytes_in, ("all", "out"): totals.bytes_out},
-            srtp_auth_failures={"all": totals.auth_failures},
-            srtp_replays={"all": totals.replays},
+            media_packets={(k, d): kinds[(k, f"packets_{d}")] for k in names for d in _DIRS},
+            media_bytes={(k, d): kinds[(k, f"bytes_{d}")] for k in names for d in _DIRS},
+            srtp_auth_failures={k: kinds[(k, "auth_failures")] for k in names if k != "rtp"},
+            srtp_replays={k: kinds[(k, "replays")] for k in names if k != "rtp"},
             drops=dict(totals.drops),
             firewall_hits={k: v for k, v in fw.items()
                            if k not in ("tracked_sources", "rate_limited_sources")},
@@ -112,20 +127,34 @@ class GatewayOps:
     # ------------------------------------------------------------------ call end -> CDR
 
     def call_ended(self, call: Call) -> None:
-        """The B2BUA's end-of-call hook: count the outcome and write the CDR."""
+        """The B2BUA's end-of-call hook: count the outcome, keep its media counts, write the CDR.
+
+        It runs before the relay session is closed, so the session's counters are still there.
+        """
         answered = call.answered_at is not None
         reason = call.end_reason.value if call.end_reason else "unknown"
         self.ended[(call.a.trunk.name, "answered" if answered else reason)] += 1
+        stats = self._session_stats(call)
+        if stats is not None:
+            _add_media(self._closed_media, call, stats)
         if self.on_record is not None:
-            self.on_record(self.record(call))
+            self.on_record(self.record(call, stats))
 
-    def record(self, call: Call) -> CallRecord:
+    def _media_by_kind(self) -> Counter[tuple[str, str]]:
+        """Per leg kind (the trunk's media policy): ended calls plus the live ones."""
+        out = Counter(self._closed_media)
+        for call in list(self.gw.calls.values()):
+            stats = self._session_stats(call)
+            if stats is not None:
+                _add_media(out, call, stats)
+        return out
+
+    def record(self, call: Call, stats: SessionStats | None) -> CallRecord:
         loop_now, wall_now = self.gw.loop.time(), self._wall()
 
         def wall(t: float | None) -> float | None:
             return None if t is None else wall_now - (loop_now - t)
 
-        stats = self._session_stats(call)
         legs = []
         for i, leg in enumerate((call.a, call.b)):
             t = leg.trunk

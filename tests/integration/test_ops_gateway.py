@@ -200,7 +200,10 @@ async def test_call_metrics_status_reload_and_cdr(rig: Rig, caplog: pytest.LogCa
     assert m["srtpgw_calls_active"][(("trunk", "pbx"),)] == 1
     assert m["srtpgw_calls_active"][(("trunk", "carrier"),)] == 0
     assert m["srtpgw_sip_requests_total"][(("method", "INVITE"), ("transport", "udp"))] == 1
-    assert m["srtpgw_media_packets_total"][(("direction", "in"), ("leg_kind", "all"))] >= 10
+    pkts = m["srtpgw_media_packets_total"]
+    assert pkts[(("direction", "in"), ("leg_kind", "rtp"))] >= 10  # from the legacy phone
+    assert pkts[(("direction", "out"), ("leg_kind", "srtp"))] >= 10  # to the secure phone
+    assert m["srtpgw_srtp_auth_failures_total"] == {(("leg_kind", "srtp"),): 0.0}
     assert m["srtpgw_media_ports_used"][()] == 2  # one RTP/RTCP pair per leg
 
     _, doc = await asyncio.to_thread(request, rig.admin, "GET", "/status")
@@ -237,6 +240,9 @@ async def test_call_metrics_status_reload_and_cdr(rig: Rig, caplog: pytest.LogCa
     assert "inline" not in json.dumps(cdr)
     m = scrape((await get(rig.admin, "/metrics"))[2])
     assert m["srtpgw_calls_total"][(("outcome", "answered"), ("trunk", "pbx"))] == 1
+    # Ended calls keep counting: the counters never go back after the session closes.
+    srtp_out = m["srtpgw_media_packets_total"][(("direction", "out"), ("leg_kind", "srtp"))]
+    assert srtp_out == secure_leg["packets_out"]
     assert m["srtpgw_config_reloads_total"][(("result", "refused"),)] == 1
     tagged = [r for r in caplog.records if (getattr(r, "fields", None) or {}).get("call")
               == call_id]
