@@ -1,7 +1,9 @@
 """DTLS-SRTP key agreement (RFC 5763/5764) as a sans-IO core over pyOpenSSL memory BIOs.
 
 Datagrams and time go in, datagrams, one timer and events come out; the caller owns the socket
-and the clock. The session only negotiates: once the handshake is done and the peer's
+and the clock. (OpenSSL keeps its own retransmission clock; its relative timeout is turned into
+an absolute timer on the caller's ``now``, so only the retransmit instant can drift by the delay
+between the two clocks.) The session only negotiates: once the handshake is done and the peer's
 certificate matches its SDP fingerprint it hands out SRTP keys, and the relay's own SRTP contexts
 carry the media. Until then no key leaves, so no media can flow.
 

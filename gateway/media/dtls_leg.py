@@ -41,7 +41,7 @@ from gateway.media.api import (
     SrtpParams,
     UnknownSession,
 )
-from gateway.media.dtls import DEFAULT_SUITES, DtlsSession, Role, dtls_suites
+from gateway.media.dtls import DEFAULT_SUITES, DtlsConfigError, DtlsSession, Role, dtls_suites
 from gateway.media.dtls_endpoint import DtlsEndpoint
 from gateway.media.dtls_events import HandshakeCompleted, SrtpKeyMaterial
 from gateway.media.dtls_identity import DtlsIdentity
@@ -65,6 +65,8 @@ class DtlsLeg:
                  on_connected: Callable[[HandshakeCompleted], None] | None = None,
                  suites: Sequence[str] = DEFAULT_SUITES, accept_sha1: bool = False,
                  handshake_timeout: float = 10.0, nat_learning: bool = False) -> None:
+        if not dtls_suites(suites):
+            raise DtlsConfigError(f"none of the suites {list(suites)} has a DTLS-SRTP profile")
         self._relay = relay
         self._where = (session_id, leg, stream)
         self._identity = identity
@@ -95,9 +97,12 @@ class DtlsLeg:
                   identity: DtlsIdentity, tls_id: str, dtls: DtlsSection, trunk: Trunk, *,
                   on_failed: Callable[[str], None],
                   on_connected: Callable[[HandshakeCompleted], None] | None = None) -> DtlsLeg:
-        """A leg with the trunk's suites and NAT setting and the [dtls] section's limits."""
+        """A leg with the trunk's suites and NAT setting and the [dtls] section's limits.
+
+        DtlsConfigError (a ValueError: answer 488) when the trunk allows no DTLS-SRTP profile.
+        """
         return cls(relay, session_id, leg, stream, identity, tls_id, on_failed=on_failed,
-                   on_connected=on_connected, suites=dtls_suites(trunk.suites) or DEFAULT_SUITES,
+                   on_connected=on_connected, suites=trunk.suites,
                    accept_sha1=dtls.accept_sha1_fingerprint,
                    handshake_timeout=dtls.handshake_timeout, nat_learning=trunk.nat_learning)
 

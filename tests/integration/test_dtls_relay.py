@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes
 
 from gateway.config import DtlsSection, HostPort, MediaSection, Trunk
 from gateway.media.api import LegConfig, SrtpParams, generate_params
+from gateway.media.dtls import DtlsConfigError
 from gateway.media.dtls_events import HandshakeCompleted
 from gateway.media.dtls_identity import DtlsIdentity
 from gateway.media.dtls_leg import DtlsLeg
@@ -432,3 +433,13 @@ async def test_new_association_rekeys_the_leg_without_touching_the_other(
         assert stream.rx is not None and stream.rx.params.key == new.keys.rx
     finally:
         first.close()
+
+
+async def test_trunk_without_a_dtls_profile_is_refused_up_front(relay: MediaRelay) -> None:
+    trunk = Trunk(name="carrier", side="secure", transport="tls", peer=HostPort(LOOP, 5061),
+                  listener="tls", media="dtls-srtp", suites=("AES_256_CM_HMAC_SHA1_80",))
+    info = relay.create_session_now()
+    key, cert = make_self_signed("relay dtls")
+    with pytest.raises(DtlsConfigError):
+        DtlsLeg.for_trunk(relay, info.session_id, 0, 0, DtlsIdentity(cert, key), new_tls_id(),
+                          DtlsSection(), trunk, on_failed=lambda r: None)
