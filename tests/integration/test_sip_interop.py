@@ -1,4 +1,4 @@
-"""Interop with a real SIP peer (SIPp 3.6) over UDP and TCP: calls in both directions."""
+"""Interop with real peers: SIPp 3.6 (UDP, TCP; calls both ways) and the OpenSSL client (TLS)."""
 
 from __future__ import annotations
 
@@ -110,3 +110,38 @@ def in_dialog(invite: SipRequest, ok: SipResponse, method: str, cseq: int) -> Si
     if ok.contact:  # the remote target (§12.1.2)
         req.uri = ok.contact[0].uri
     return req
+
+
+@pytest.mark.parametrize(("flags", "answered"), [
+    (("-tls1_3",), True), (("-tls1_2",), True), (("-tls1_1",), False), (("-no_cert",), False)])
+async def test_openssl_client_over_tls(keys: Keys, flags: tuple[str, ...], answered: bool) -> None:
+    """OpenSSL's own client as the TLS peer: modern versions with a client certificate get an
+    answer; TLS 1.1 or no certificate (the listener requires one) do not."""
+    from tests.integration.test_sip_helpers import Answering, options
+
+    stack = await started(config(keys), Answering())
+    try:
+        host, port = stack.bound("tls")
+        cert = () if "-no_cert" in flags else (
+            "-cert", str(keys.pem("peer.crt")), "-key", str(keys.pem("peer.key")))
+        args = [a for a in flags if a != "-no_cert"]
+        if "-tls1_1" in args:
+            args += ["-cipher", "DEFAULT:@SECLEVEL=0"]
+        proc = await asyncio.create_subprocess_exec(
+            require_tool("openssl"), "s_client", "-connect", f"{host}:{port}", "-quiet",
+            "-CAfile", str(keys.pem("ca.crt")), *cert, *args,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(options("TLS", call_id="openssl"))
+        await proc.stdin.drain()
+        try:
+            line = await asyncio.wait_for(proc.stdout.readline(), 5)
+        finally:
+            proc.stdin.close()
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+        assert line.startswith(b"SIP/2.0 200 OK") == answered, line
+    finally:
+        await stack.stop()
