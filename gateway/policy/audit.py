@@ -159,7 +159,7 @@ def _rate_limits(cfg: Config) -> Iterator[Finding]:
 def _pike(cfg: Config) -> Iterator[Finding]:
     p = cfg.firewall.pike
     yield Finding("firewall.pike", "SHOULD", "PASS" if p.enabled else "WARN",
-                  f"flood bans: more than {p.max_requests} messages in {p.window:g}s bans a "
+                  f"flood bans: more than {p.max_requests} requests in {p.window:g}s ban a "
                   f"source for {p.ban_time:g}s" if p.enabled else "flood bans are off")
 
 
