@@ -111,6 +111,13 @@ def parse_head(head: bytes) -> Request:
     return Request(m.group(1).decode("ascii"), path, headers, length)
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 async def _discard(reader: asyncio.StreamReader, limit: int = 1 << 16) -> None:
     while limit > 0:
         chunk = await reader.read(min(limit, 4096))
@@ -146,7 +153,7 @@ class AdminServer:
         return self._server is not None and self._server.is_serving()
 
     async def start(self) -> None:
-        if not ipaddress.ip_address(self.listen.host).is_loopback:
+        if not _is_loopback(self.listen.host):
             log.warning("admin.non_loopback", listen=str(self.listen),
                         note="restrict access to this address with a firewall")
         self._server = await asyncio.start_server(self._serve, self.listen.host, self.listen.port,

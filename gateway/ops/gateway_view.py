@@ -58,6 +58,9 @@ class GatewayOps:
     def __init__(self, gw: Gateway, wall: Callable[[], float] = time.time) -> None:
         self.gw = gw
         self._wall = wall
+        # What was bound at start stays bound until a restart, whatever a reload says.
+        self._listeners = tuple(li.name for li in gw.config.listeners)
+        self._pairs = port_pairs(gw.config.media.port_min, gw.config.media.port_max)
         self.ended: Counter[tuple[str, str]] = Counter()  # (trunk, outcome)
         self._closed_media: Counter[tuple[str, str]] = Counter()  # (leg kind, counter) of ended
         self.on_record: Callable[[CallRecord], None] | None = None
@@ -68,7 +71,6 @@ class GatewayOps:
         gw = self.gw
         active: Counter[str] = Counter(c.a.trunk.name for c in gw.calls.values())
         totals = gw.relay.totals()
-        media = gw.config.media
         fw = gw.firewall.counters()
         kinds = self._media_by_kind()
         names = sorted({t.media for t in gw.config.trunks} | {k for k, _ in kinds})
@@ -86,19 +88,19 @@ class GatewayOps:
             firewall_hits={k: v for k, v in fw.items()
                            if k not in ("tracked_sources", "rate_limited_sources")},
             bans_active=len(gw.firewall.bans(gw.loop.time())),
-            ports_used=port_pairs(media.port_min, media.port_max) - totals.ports_free,
-            ports_total=port_pairs(media.port_min, media.port_max),
+            ports_used=self._pairs - totals.ports_free,
+            ports_total=self._pairs,
             call_events=dict(gw.b2bua.counters),
         )
 
     def listeners_bound(self) -> dict[str, bool]:
         out = {}
-        for li in self.gw.config.listeners:
+        for name in self._listeners:
             try:
-                self.gw.stack.bound(li.name)
-                out[li.name] = True
+                self.gw.stack.bound(name)
+                out[name] = True
             except KeyError:
-                out[li.name] = False
+                out[name] = False
         return out
 
     def calls(self) -> list[dict[str, Any]]:

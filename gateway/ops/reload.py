@@ -1,9 +1,10 @@
 """Live reload: load -> validate -> swap, or refuse and keep the running config.
 
 New trunks, routes, limits, firewall settings and certificates apply to new calls and new TLS
-connections; established calls and connections keep what they started with. Things that need
-sockets re-bound (listeners, the admin address, the relay address and port range) are reported as
-needing a restart and keep their running values until then.
+connections; established calls and connections keep what they started with. A changed listener
+set is refused (trunks name listeners, so half-applying it would misroute calls); the admin
+address and the relay address and port range are reported as needing a restart and keep their
+running values until then.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from gateway.ops.log import get_logger
 log = get_logger("reload")
 
 # Settings that only take effect at start-up (they own bound sockets).
-RESTART_ONLY = ("listeners", "admin.listen", "media.address", "media.port_min", "media.port_max")
+RESTART_ONLY = ("admin.listen", "media.address", "media.port_min", "media.port_max")
 
 
 class ReloadRefused(Exception):
@@ -73,8 +74,6 @@ def changed_settings(old: Config, new: Config) -> list[str]:
         if a != b:
             out.extend(f"{section}.{f}" for f in a.__dataclass_fields__
                        if getattr(a, f) != getattr(b, f))
-    if old.listeners != new.listeners:
-        out.append("listeners")
     old_t = {t.name: t for t in old.trunks}
     new_t = {t.name: t for t in new.trunks}
     out.extend(f"trunk {n} added" for n in new_t if n not in old_t)
@@ -102,6 +101,8 @@ class Reloader:
             check_tls_material(new)
         except (ConfigError, ReloadRefused) as exc:
             return self._refuse(str(exc))
+        if new.listeners != self.current.listeners:
+            return self._refuse("the [[listener]] set changed: restart the gateway to apply it")
         changed = changed_settings(self.current, new)
         restart = [c for c in changed if c in RESTART_ONLY]
         try:

@@ -146,3 +146,14 @@ def test_changed_settings_lists_trunk_adds_and_removals(setup: tuple[Path, Path]
     assert set(changed_settings(old, new)) == {"trunk carrier2 added", "trunk carrier removed",
                                                "trunk pbx changed"}
     assert changed_settings(old, old) == []
+
+
+def test_listener_change_is_refused(setup: tuple[Path, Path]) -> None:
+    path, keys = setup
+    app = App()
+    old = load_config(path)
+    r = Reloader(path, old, app.apply)
+    path.write_text(BASE.format(keys=keys, max_calls=10).replace("port = 5060", "port = 5062"))
+    res = r.reload()
+    assert not res.ok and "listener" in (res.error or "") and "restart" in (res.error or "")
+    assert app.applied == [] and r.current is old
