@@ -365,7 +365,8 @@ class SipStack:
             client = self._clients.get(ev.tid) if ev.tid is not None else None
             if client is not None and not client.done:
                 client._push(ev.response)
-            elif self._on_stray is not None:  # e.g. a retransmitted 2xx: the UAC re-ACKs it
+            elif self._on_stray is not None and ev.response.cseq.method != "CANCEL":
+                # e.g. a retransmitted 2xx: the UAC re-ACKs it (CANCEL answers are ours)
                 self._on_stray(ev.response, ev.source)
         elif isinstance(ev, TimedOut):
             client = self._clients.pop(ev.tid, None)

@@ -185,7 +185,9 @@ class InviteHandler:
 async def test_invite_cancel_487(keys: Keys, transport: str) -> None:
     handler = InviteHandler()
     server = await started(config(keys), handler)
-    client = await started(config(keys), Answering())
+    strays: list[SipResponse] = []
+    client = await started(config(keys), Answering(),
+                           on_stray_response=lambda r, s: strays.append(r))
     try:
         tx = client.client(request("INVITE", f"cancel-{transport}"),
                            target(server.bound(transport), transport))
@@ -201,6 +203,7 @@ async def test_invite_cancel_487(keys: Keys, transport: str) -> None:
                 break
             await asyncio.sleep(0.02)
         assert server.layer.state(cancels[0].tid) in ("confirmed", None)  # type: ignore[arg-type]
+        assert strays == []  # the 200 to our CANCEL stays inside the stack
     finally:
         await client.stop()
         await server.stop()
