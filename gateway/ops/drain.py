@@ -32,11 +32,11 @@ class Drainer:
         self.timeout = timeout
         self.poll = poll
         self.draining = False
+        self._hurry = False
 
-    @property
-    def retry_after(self) -> int:
-        """Seconds a refused caller should wait: the drain bound, at least 1."""
-        return max(1, round(self.timeout))
+    def hurry(self) -> None:
+        """Stop waiting: end the remaining calls now (a second SIGTERM/SIGINT)."""
+        self._hurry = True
 
     async def drain(self) -> DrainResult:
         loop = asyncio.get_running_loop()
@@ -44,7 +44,7 @@ class Drainer:
         start = loop.time()
         deadline = start + self.timeout
         log.info("drain.started", active_calls=self._active(), timeout=self.timeout)
-        while self._active() > 0 and loop.time() < deadline:
+        while self._active() > 0 and loop.time() < deadline and not self._hurry:
             await asyncio.sleep(min(self.poll, max(0.0, deadline - loop.time())))
         waited = loop.time() - start
         left = self._active()

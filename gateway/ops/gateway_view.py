@@ -103,6 +103,9 @@ class GatewayOps:
                 out[name] = False
         return out
 
+    def active_calls(self) -> int:
+        return len(self.gw.calls)
+
     def calls(self) -> list[dict[str, Any]]:
         now = self.gw.loop.time()
         return [{"call": c.id, "from_trunk": c.a.trunk.name, "to_trunk": c.b.trunk.name,

@@ -1,7 +1,7 @@
 """The operations side of a running gateway: admin endpoint, metrics, CDRs, reload, drain, signals.
 
 The app hands in a ``GatewayView`` (a few methods over its components) and gets back one object
-it starts, consults (``draining``, ``retry_after``, ``write_cdr``) and waits on.
+it starts, consults (``draining``, ``write_cdr``) and waits on.
 SIGHUP reloads; SIGTERM (and SIGINT) drain and then stop.
 """
 
@@ -42,6 +42,7 @@ class GatewayView(Protocol):
     def stats(self) -> Stats: ...
     def listeners_bound(self) -> dict[str, bool]: ...
     def calls(self) -> list[dict[str, Any]]: ...
+    def active_calls(self) -> int: ...
     def apply_config(self, cfg: Config) -> None: ...
     def stop_accepting(self) -> None: ...
     async def end_calls(self, cause: str) -> None: ...
@@ -60,8 +61,7 @@ class OpsService:
         self.prom = Metrics(self._stats)
         self.cdr = CdrWriter(config.cdr)
         self.reloader = Reloader(config.path, config, self._apply)
-        self.drainer = Drainer(lambda: sum(view.stats().calls_active.values()), view.end_calls,
-                               config.admin.drain_timeout)
+        self.drainer = Drainer(view.active_calls, view.end_calls, config.admin.drain_timeout)
         self.admin = AdminServer(self, config.admin.listen) if config.admin.enabled else None
         self.certs: tuple[CertInfo, ...] = ()
         self.cert_errors: tuple[str, ...] = ()
@@ -77,10 +77,6 @@ class OpsService:
     @property
     def draining(self) -> bool:
         return self.drainer.draining
-
-    @property
-    def retry_after(self) -> int:
-        return self.drainer.retry_after
 
     def write_cdr(self, record: CallRecord) -> None:
         self.cdr.write(record)
@@ -118,8 +114,10 @@ class OpsService:
         await self._stopped.wait()
 
     def request_drain(self) -> None:
-        """Start the drain once; repeated SIGTERMs while draining change nothing."""
+        """Start the drain; a second request while draining ends the remaining calls now."""
         if self._drain_requested:
+            log.warning("drain.hurried", active_calls=self.view.active_calls())
+            self.drainer.hurry()
             return
         self._drain_requested = True
         self.drainer.draining = True  # refuse new calls from this instant, not from the task's

@@ -95,6 +95,9 @@ class View:
                  "state": "confirmed", "duration": 12.5, "media": "rtp/srtp"}
                 for _ in range(sum(self.stats_value.calls_active.values()))]
 
+    def active_calls(self) -> int:
+        return sum(self.stats_value.calls_active.values())
+
     def apply_config(self, cfg: Config) -> None:
         self.applied.append(cfg)
 
