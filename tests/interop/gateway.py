@@ -1,22 +1,23 @@
 """srtpgw as a child process (``python -m gateway.cli run -c FILE``) with a per-test config.
 
 Legacy trunk ``pbx`` (UDP, plain RTP) and secure trunk ``carrier`` (mutual TLS, SDES-SRTP) on a
-private loopback address; ready when it logs ``gateway.ready`` (listeners bound).
+private loopback address; ready when its admin endpoint answers /healthz with 200.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 
 from gateway.config import HostPort, load_config
-from gateway.ops.status import request
+from gateway.ops.status import AdminUnreachable, request
 from tests.interop.capture import loopback_address
-from tests.interop.procs import Proc, Procs, free_port, private_port_range, wait_log
+from tests.interop.procs import Proc, Procs, free_port, private_port_range
 
 TEMPLATE = Path(__file__).with_name("peers") / "gateway.toml.in"
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +37,7 @@ class Gateway:
     suites: Sequence[str] = ("AES_CM_128_HMAC_SHA1_80",)
     rate: float = 20.0  # new dialogs per second per source and per trunk
     log_level: str = "info"
+    secure_transport: str = "tls"  # "udp" only for load baselines (SDES keys in clear)
     media_ports: int = MEDIA_PORTS
     address: str = field(default_factory=loopback_address)
 
@@ -43,7 +45,8 @@ class Gateway:
         self.dir = self.workdir / "gateway"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.udp_port = free_port(self.address, tcp=False)
-        self.tls_port = free_port(self.address, udp=False)
+        self.tls_port = free_port(self.address, udp=self.secure_transport == "udp",
+                                  tcp=self.secure_transport != "udp")
         self.admin_port = free_port(self.address, udp=False)
         self.media_min = private_port_range(self.media_ports)
         self.proc: Proc | None = None
@@ -58,6 +61,9 @@ class Gateway:
             legacy_sources=json.dumps(list(self.legacy_sources)),
             secure_sources=json.dumps(list(self.secure_sources)),
             suites=json.dumps(list(self.suites)), rate=f"{self.rate:.1f}", burst=burst,
+            secure_transport=self.secure_transport, secure_identity=(
+                'tls_server_name = "peer.srtpgw.test"\ntls_identity = ["sip:peer.srtpgw.test"]'
+                if self.secure_transport == "tls" else "allow_sdes_over_insecure = true"),
             pike_max=max(200, int(self.rate * 4)))
         path = self.dir / "srtpgw.toml"
         path.write_text(text)
@@ -68,8 +74,18 @@ class Gateway:
         config = self.write_config()
         self.proc = procs.start("srtpgw", [sys.executable, "-m", "gateway.cli", "run", "-c",
                                            str(config)], cwd=ROOT)
-        wait_log(self.proc, "event=gateway.ready", timeout)
-        return self.proc
+        admin = HostPort(self.address, self.admin_port)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.proc.running:
+                raise RuntimeError(f"srtpgw exited at start:\n{self.proc.tail(60)}")
+            try:
+                if request(admin, "GET", "/healthz")[0] == 200:
+                    return self.proc
+            except AdminUnreachable:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"srtpgw not healthy after {timeout}s:\n{self.proc.tail(60)}")
 
     def status(self) -> dict[str, object]:
         return request(HostPort(self.address, self.admin_port), "GET", "/status")[1]

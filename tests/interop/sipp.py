@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,14 +47,14 @@ class Sipp:
         self.proc: Proc | None = None
 
     def argv(self, remote: str | None, calls: int, rate: float, limit: int, hold_ms: int,
-             timeout: float, service: str) -> list[str]:
+             timeout: float, service: str, extra: Sequence[str]) -> list[str]:
         src = SCENARIOS / self.scenario
         shutil.copy(src, self.dir / src.name)
         argv = ["sipp", "-sf", src.name, "-i", self.address, "-p", str(self.port),
                 "-mi", self.address, "-mp", str(self.media_port), "-m", str(calls),
                 "-l", str(limit), "-d", str(hold_ms), "-s", service, "-nostdin",
-                "-timeout", f"{timeout}s", "-timeout_error", "-trace_err", "-trace_msg",
-                "-trace_stat", "-stf", "stats.csv", "-fd", "1", "-trace_screen"]
+                "-timeout", f"{timeout}s", "-timeout_error", "-trace_err",
+                "-trace_stat", "-stf", "stats.csv", "-fd", "1", "-trace_screen", *extra]
         if remote:
             argv[1:1] = [remote]
             argv += ["-r", f"{rate:g}"]
@@ -63,9 +64,13 @@ class Sipp:
 
     def start(self, procs: Procs, remote: str | None = None, *, calls: int = 1,
               rate: float = 1.0, limit: int = 100, hold_ms: int = 500, timeout: float = 30,
-              service: str = "callee") -> Proc:
-        """UAS when ``remote`` is None, else a UAC placing ``calls`` calls to ``remote``."""
-        argv = self.argv(remote, calls, rate, limit, hold_ms, timeout, service)
+              service: str = "callee", extra: Sequence[str] = ("-trace_msg",)) -> Proc:
+        """UAS when ``remote`` is None, else a UAC placing ``calls`` calls to ``remote``.
+
+        ``extra`` SIPp options default to a full message trace (``messages()``); load runs pass
+        ``-trace_rtt`` instead.
+        """
+        argv = self.argv(remote, calls, rate, limit, hold_ms, timeout, service, extra)
         self.proc = procs.start(f"sipp-{self.name}", argv, cwd=self.dir)
         return self.proc
 
