@@ -24,7 +24,7 @@ from gateway.b2bua.dialog import (
     uas_leg,
     without_tag,
 )
-from gateway.b2bua.media import MediaBridge
+from gateway.b2bua.media import DtlsContext, MediaBridge
 from gateway.b2bua.routing import classify, select_route
 from gateway.b2bua.topology import copy_headers, unsupported_required
 from gateway.config import Config, HostPort, Trunk
@@ -85,8 +85,10 @@ class B2bua:
 
     def __init__(self, config: Config, sip: SipStack, relay: MediaRelayApi, *,
                  clock: Callable[[], float] | None = None,
-                 on_call_end: Callable[[Call], None] | None = None) -> None:
+                 on_call_end: Callable[[Call], None] | None = None,
+                 dtls: DtlsContext | None = None) -> None:
         self.config = config
+        self.dtls = dtls
         self.sip = sip
         self.relay = relay
         self.calls: dict[str, Call] = {}
@@ -200,6 +202,12 @@ class B2bua:
         if call.a.trunk.end_call_on_media_timeout or call.b.trunk.end_call_on_media_timeout:
             log.info("call.media_timeout", call=call.id, stream=stream)
             self._end(call, EndReason.MEDIA_TIMEOUT)
+
+    def _media_failed(self, call: Call, reason: str) -> None:
+        """A stream's key exchange failed (DTLS): the call cannot carry media, end it."""
+        if call.active:
+            log.info("call.media_failed", call=call.id, reason=reason)
+            self._end(call, EndReason.ERROR)
 
     async def sweep(self, now: float | None = None) -> list[str]:
         """End calls with neither signalling nor media for ``sip.session_expires`` seconds.
@@ -451,7 +459,9 @@ class B2bua:
         call, req = inv.call, inv.request
         src, dst = call.a.trunk, call.b.trunk
         try:
-            bridge = MediaBridge(self.relay, src, dst, self.config.media.sdp_address)
+            bridge = MediaBridge(self.relay, src, dst, self.config.media.sdp_address,
+                                 dtls=self.dtls,
+                                 on_failed=lambda reason: self._media_failed(call, reason))
         except SdpError as exc:
             self._fail(inv, exc.status, f"sdp: {exc.reason}")
             return

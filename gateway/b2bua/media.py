@@ -9,9 +9,11 @@ installed at offer time next to the old one until the answer commits it.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gateway.config import Trunk
+from gateway.config import DtlsSection, Trunk
 from gateway.media.api import (
     Address,
     LegConfig,
@@ -21,8 +23,23 @@ from gateway.media.api import (
     SrtpParams,
     generate_params,
 )
+from gateway.media.dtls import Role
+from gateway.media.dtls_identity import DtlsIdentity
+from gateway.media.dtls_leg import DtlsLeg
+from gateway.sdp.dtls import (
+    DtlsParams,
+    Setup,
+    answer_setup,
+    check_fingerprints,
+    dtls_attributes,
+    dtls_params,
+    needs_new_association,
+    new_tls_id,
+    role_for_setup,
+    role_from_answer,
+)
 from gateway.sdp.errors import SdpError
-from gateway.sdp.model import Origin, SessionDescription, parse_sdp
+from gateway.sdp.model import Attribute, Origin, SessionDescription, parse_sdp
 from gateway.sdp.offer_answer import (
     LegPolicy,
     Negotiation,
@@ -47,9 +64,29 @@ def leg_policy(trunk: Trunk) -> LegPolicy:
     policy = LegPolicy.from_trunk(trunk)
     if policy.sdes and trunk.transport != "tls" and not trunk.allow_sdes_over_insecure:
         raise SdpError(488, f"trunk {trunk.name}: SDES over {trunk.transport} is not allowed")
-    if policy.media == "dtls-srtp":
-        raise SdpError(488, f"trunk {trunk.name}: dtls-srtp is not wired into the call layer")
     return policy
+
+
+@dataclass(frozen=True, slots=True)
+class DtlsContext:
+    """Our DTLS certificate (loaded once) and the [dtls] limits, for dtls-srtp trunks."""
+
+    identity: DtlsIdentity
+    section: DtlsSection
+
+
+def _setup_for(role: Role) -> Setup:
+    """The a=setup that keeps a running association's roles in a re-offer (RFC 5763 §5)."""
+    return "active" if role == "client" else "passive"
+
+
+@dataclass(slots=True)
+class _Dtls:
+    """One DTLS association of a leg's stream and what the peer last said about it."""
+
+    leg: DtlsLeg
+    role: Role | None = None
+    remote: DtlsParams | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +97,7 @@ class _LegState:
     sent: SessionDescription | None = None           # our last offer or answer on this leg
     tx: dict[int, SrtpParams] = field(default_factory=dict)  # stream -> our key on this leg
     rx: dict[int, SrtpParams] = field(default_factory=dict)  # stream -> the peer's key
+    dtls: dict[int, _Dtls] = field(default_factory=dict)     # stream -> DTLS association
 
 
 @dataclass(slots=True)
@@ -72,6 +110,8 @@ class _Pending:
     answer_keys: dict[int, SrtpParams]   # our key per stream for the answer on ``src``
     added_rx: list[int]                  # streams of ``src`` that got an add_rx
     answered: bool = False               # an early answer was already relayed to ``src``
+    answer_attrs: dict[int, tuple[Attribute, ...]] = field(default_factory=dict)  # DTLS, src
+    starts: dict[int, tuple[Role, DtlsParams]] = field(default_factory=dict)  # src handshakes
 
 
 class MediaBridge:
@@ -81,9 +121,15 @@ class MediaBridge:
     (the caller answers 503). ``close()`` is idempotent and frees the relay session.
     """
 
-    def __init__(self, relay: MediaRelayApi, a: Trunk, b: Trunk, sdp_address: str) -> None:
+    def __init__(self, relay: MediaRelayApi, a: Trunk, b: Trunk, sdp_address: str, *,
+                 dtls: DtlsContext | None = None,
+                 on_failed: Callable[[str], None] | None = None) -> None:
         self._relay = relay
         self._legs = (_LegState(a, leg_policy(a)), _LegState(b, leg_policy(b)))
+        if dtls is None and any(t.media == "dtls-srtp" for t in (a, b)):
+            raise SdpError(488, "dtls-srtp trunk but no DTLS certificate loaded")
+        self._dtls = dtls
+        self._on_failed = on_failed
         self._sdp_address = sdp_address
         self._info: SessionInfo | None = None
         self._pending: _Pending | None = None
@@ -120,6 +166,10 @@ class MediaBridge:
             if s.index in me.rx and me.rx[s.index] != s.remote_key:
                 await self._relay.add_rx(self._sid, src, s.index, s.remote_key)
                 added.append(s.index)
+        pending = _Pending(src, nego, nego.sdp, answer_keys, added)
+        for s in nego.streams:
+            if s.index < count and s.accepted and s.dtls:
+                self._dtls_offered(pending, s.index)
         streams: list[OurStream | None] = []
         for i, s in enumerate(nego.streams):
             if i >= count or not s.accepted:
@@ -129,10 +179,12 @@ class MediaBridge:
             if other.policy.sdes:
                 known = other.tx.get(i)
                 keys = (known,) if known is not None else offer_keys(other.policy)
-            streams.append(self._our_stream(1 - src, i, keys))
+            attrs = self._dtls_offer_attrs(1 - src, i) if other.policy.media == "dtls-srtp" else ()
+            streams.append(self._our_stream(1 - src, i, keys, attrs))
         origin = self._bump_origin(1 - src)
-        our_offer = build_offer(nego.sdp, streams, other.policy, origin)
-        self._pending = _Pending(src, nego, our_offer, answer_keys, added)
+        pending.our_offer = build_offer(nego.sdp, streams, other.policy, origin)
+        our_offer = pending.our_offer
+        self._pending = pending
         if self._legs[src].sent is None:
             await self._install_offerer(self._pending)
         other.sent = our_offer
@@ -148,6 +200,9 @@ class MediaBridge:
         src, dst = p.src, 1 - p.src
         me, other = self._legs[src], self._legs[dst]
         theirs = read_answer(p.our_offer, sdp, other.policy)
+        for st in theirs.streams:
+            if st.accepted and st.dtls:
+                self._dtls_answered(dst, theirs.sdp, st)
         await self._install(dst, theirs.streams)
         for s in theirs.streams:
             if s.accepted and s.local_key is not None:
@@ -159,11 +214,16 @@ class MediaBridge:
                 streams.append(None)
                 continue
             key = p.answer_keys.get(i)
-            streams.append(self._our_stream(src, i, (key,) if key is not None else ()))
+            streams.append(self._our_stream(src, i, (key,) if key is not None else (),
+                                            p.answer_attrs.get(i, ())))
         origin = me.origin if p.answered and me.origin is not None else self._bump_origin(src)
         p.answered = True
         ours = build_answer(p.offer, theirs.sdp, streams, me.policy, origin)
         me.sent = ours
+        for i, (role, params) in p.starts.items():
+            s = p.offer.streams[i]
+            if s.rtp is not None:
+                me.dtls[i].leg.start(role, s.rtp, params.fingerprints, self._base(src, s))
         if final:
             self._pending = None
         return ours.to_bytes()
@@ -196,6 +256,9 @@ class MediaBridge:
         if self._closed:
             return
         self._closed = True
+        for state in self._legs:
+            for d in state.dtls.values():
+                d.leg.close()
         if self._info is not None:
             await self._relay.close_session(self._info.session_id)
 
@@ -220,12 +283,75 @@ class MediaBridge:
                         else next_origin(state.origin))
         return state.origin
 
-    def _our_stream(self, leg: int, stream: int, keys: tuple[SrtpParams, ...]) -> OurStream:
+    def _our_stream(self, leg: int, stream: int, keys: tuple[SrtpParams, ...],
+                    attributes: tuple[Attribute, ...] = ()) -> OurStream:
         assert self._info is not None
         local: LocalStream = self._info.local(leg, stream)
         rtp = (self._sdp_address, local.rtp[1])
         rtcp = (self._sdp_address, local.rtcp[1])
-        return OurStream(rtp=rtp, rtcp=rtcp, keys=keys)
+        return OurStream(rtp=rtp, rtcp=rtcp, keys=keys, attributes=attributes)
+
+    # ----------------------------------------------------------------- DTLS-SRTP
+    def _new_dtls(self, leg: int, stream: int) -> _Dtls:
+        assert self._dtls is not None
+        state = self._legs[leg]
+        old = state.dtls.pop(stream, None)
+        if old is not None:
+            old.leg.close()
+        d = _Dtls(DtlsLeg.for_trunk(self._relay, self._sid, leg, stream,  # type: ignore[arg-type]
+                                    self._dtls.identity, new_tls_id(), self._dtls.section,
+                                    state.trunk, on_failed=self._dtls_failed))
+        state.dtls[stream] = d
+        return d
+
+    def _dtls_failed(self, reason: str) -> None:
+        if self._on_failed is not None and not self._closed:
+            self._on_failed(f"dtls: {reason}")
+
+    def _dtls_offered(self, p: _Pending, stream: int) -> None:
+        """The peer on ``p.src`` offered DTLS: keep or renew the association, plan the answer."""
+        assert self._dtls is not None
+        params = dtls_params(p.offer.sdp, p.offer.sdp.media[stream])
+        check_fingerprints(params, accept_sha1=self._dtls.section.accept_sha1_fingerprint)
+        d = self._legs[p.src].dtls.get(stream)
+        if d is None or d.role is None or needs_new_association(d.remote, params):
+            setup = answer_setup(params.setup)
+            d = self._new_dtls(p.src, stream)
+            d.role = role_for_setup(setup)
+            p.starts[stream] = (d.role, params)
+        else:
+            setup = _setup_for(d.role)
+        d.remote = params
+        p.answer_attrs[stream] = dtls_attributes(d.leg.fingerprint, setup, d.leg.tls_id)
+
+    def _dtls_offer_attrs(self, leg: int, stream: int) -> tuple[Attribute, ...]:
+        """Our DTLS attributes in an offer on ``leg``: actpass for a new association, our
+        settled role for a running one (hold, resume and codec changes keep it)."""
+        d = self._legs[leg].dtls.get(stream)
+        if d is None or d.role is None:
+            d = self._new_dtls(leg, stream)
+            return dtls_attributes(d.leg.fingerprint, "actpass", d.leg.tls_id)
+        return dtls_attributes(d.leg.fingerprint, _setup_for(d.role), d.leg.tls_id)
+
+    def _dtls_answered(self, leg: int, answer: SessionDescription, s: RemoteStream) -> None:
+        """The DTLS peer on ``leg`` answered our offer: start (or keep) the handshake."""
+        assert self._dtls is not None
+        params = dtls_params(answer, answer.media[s.index])
+        check_fingerprints(params, accept_sha1=self._dtls.section.accept_sha1_fingerprint)
+        d = self._legs[leg].dtls[s.index]
+        if d.role is not None and needs_new_association(d.remote, params):
+            raise SdpError(488, "a new DTLS association in an answer to a re-offer")
+        d.remote = params
+        if d.role is None and s.rtp is not None:
+            d.role = role_from_answer(params.setup)
+            d.leg.start(d.role, s.rtp, params.fingerprints, self._base(leg, s))
+
+    def _base(self, leg: int, s: RemoteStream) -> LegConfig:
+        trunk = self._legs[leg].trunk
+        rtp: Address | None = s.rtp
+        return LegConfig(remote_rtp=rtp, remote_rtcp=s.rtcp if rtp is not None else None,
+                         rtcp_mux=s.rtcp_mux, nat_learning=trunk.nat_learning,
+                         accept_plain_rtcp=trunk.accept_unencrypted_srtcp)
 
     async def _install_offerer(self, p: _Pending, answer: Negotiation | None = None) -> None:
         """Point the offering leg at the addresses and keys of its offer.
@@ -258,10 +384,14 @@ class MediaBridge:
 
     async def _update(self, leg: int, s: RemoteStream, rx: SrtpParams | None,
                       tx: SrtpParams | None) -> None:
-        trunk = self._legs[leg].trunk
-        rtp: Address | None = s.rtp
-        cfg = LegConfig(remote_rtp=rtp, remote_rtcp=s.rtcp if rtp is not None else None,
-                        rtcp_mux=s.rtcp_mux, rx=rx if tx is not None else None,
-                        tx=tx if rx is not None else None, nat_learning=trunk.nat_learning,
-                        accept_plain_rtcp=trunk.accept_unencrypted_srtcp)
+        base = self._base(leg, s)
+        d = self._legs[leg].dtls.get(s.index)
+        if d is not None:
+            if s.rtp is not None and d.role is not None:
+                d.leg.set_remote(s.rtp, base)
+            cfg = d.leg.config(base)
+        elif rx is not None and tx is not None:
+            cfg = dataclasses.replace(base, rx=rx, tx=tx)
+        else:
+            cfg = base
         await self._relay.update_leg(self._sid, leg, s.index, cfg)

@@ -1,0 +1,134 @@
+"""A call from the legacy PBX (plain RTP) to a DTLS-SRTP peer through the gateway: the
+gateway offers UDP/TLS/RTP/SAVP with its fingerprint and ``actpass``; the peer (an independent
+OpenSSL DTLS stack with a baresip-like RSA/sha1 certificate) answers ``active``, runs the
+handshake against the gateway's media port, and media flows both ways, SRTP on its side."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import pytest
+
+from tests.integration.test_calls import DOMAIN, Rig, rig
+from tests.integration.test_dtls_engine import BaresipLikePeer
+from tests.support.phone import answerer, apply_answer, plain_offer
+from tests.support.rtp import RtpEndpoint, pattern_payload
+from tests.support.sdes import parse_media
+from tests.support.sipmsg import SipMessage
+
+__all__ = ["rig"]
+
+
+def dtls_answer(peer: BaresipLikePeer, setup: str) -> str:
+    host, port = peer.addr
+    return "\r\n".join([
+        "v=0", f"o=dtlspeer 1 1 IN IP4 {host}", "s=-", f"c=IN IP4 {host}", "t=0 0",
+        f"m=audio {port} UDP/TLS/RTP/SAVP 0", "a=rtpmap:0 PCMU/8000", "a=rtcp-mux",
+        f"a=fingerprint:SHA-256 {peer.fingerprint()}", f"a=setup:{setup}", ""])
+
+
+def rtp(seq: int) -> bytes:
+    return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, 0xD71500) + pattern_payload(seq)
+
+
+@pytest.mark.parametrize("rig", [{"trunks": {"carrier2": {"media": "dtls-srtp"}}}],
+                         indirect=True)
+async def test_plain_rtp_to_dtls_srtp_both_ways(rig: Rig) -> None:
+    peer = BaresipLikePeer("client")
+    handshake: list[asyncio.Future[None]] = []
+
+    def answer(invite: SipMessage) -> str:
+        offered = parse_media(invite.body)[0]
+        assert offered.proto == "UDP/TLS/RTP/SAVP"
+        assert "setup:actpass" in offered.attributes
+        assert any(a.startswith("fingerprint:sha-256 ") for a in offered.attributes)
+        assert not offered.cryptos
+        handshake.append(asyncio.ensure_future(asyncio.to_thread(peer.handshake, offered.addr)))
+        return dtls_answer(peer, "active")
+
+    rig.carrier2.uas.answer = answer
+    pbx_ep = await RtpEndpoint.open()
+    try:
+        call = await rig.pbx.invite(f"sip:8100@{DOMAIN}", rig.udp, plain_offer(pbx_ep))
+        final = await call.wait_final(5)
+        assert final.status == 200
+        apply_answer(pbx_ep, final.body)
+        await asyncio.wait_for(handshake[0], 8)
+        assert peer.error is None and peer.rx is not None and peer.tx is not None
+
+        gw_side = parse_media(final.body)[0]
+        assert gw_side.proto == "RTP/AVP"
+        # plain -> DTLS-SRTP: the peer decrypts with the keys its handshake exported
+        peer.sock.settimeout(0.2)
+        got: list[bytes] = []
+
+        def receive(count: int) -> None:
+            while len(got) < count:
+                data = peer.sock.recvfrom(4096)[0]
+                if data[0] >= 128:
+                    got.append(peer.rx.unprotect(data)[12:])
+
+        reader = asyncio.ensure_future(asyncio.to_thread(receive, 10))
+        for _ in range(40):
+            pbx_ep.send(pattern_payload(len(got)))
+            await asyncio.sleep(0.01)
+            if reader.done():
+                break
+        await asyncio.wait_for(reader, 3)
+        assert len(got) >= 10
+        # DTLS-SRTP -> plain
+        incoming_addr = parse_media(
+            rig.carrier2.requests("INVITE")[0].body)[0].addr
+        for seq in range(10):
+            peer.sock.sendto(peer.tx.protect(rtp(seq)), incoming_addr)
+        await pbx_ep.wait_for_packets(10, 3)
+        assert pbx_ep.pattern_indices()[:10] == list(range(10))
+        await call.bye(3)
+        await rig.settle()
+        rig.assert_clean()
+    finally:
+        pbx_ep.close()
+        peer.close()
+
+
+def dtls_offer(peer: BaresipLikePeer) -> str:
+    host, port = peer.addr
+    return "\r\n".join([
+        "v=0", f"o=dtlspeer 2 1 IN IP4 {host}", "s=-", f"c=IN IP4 {host}", "t=0 0",
+        f"a=fingerprint:SHA-256 {peer.fingerprint()}", "a=setup:actpass",
+        f"m=audio {port} UDP/TLS/RTP/SAVPF 0", "a=rtpmap:0 PCMU/8000", "a=rtcp-mux", ""])
+
+
+@pytest.mark.parametrize("rig", [{"trunks": {"carrier2": {"media": "dtls-srtp",
+                                                          "route_to": "pbx"}}}],
+                         indirect=True)
+async def test_dtls_srtp_caller_to_plain_rtp(rig: Rig) -> None:
+    peer = BaresipLikePeer("server")          # we answer actpass with active: we connect
+    pbx_ep = await RtpEndpoint.open()
+    rig.pbx.uas.answer = answerer(pbx_ep)
+    try:
+        call = await rig.carrier2.invite(f"sip:300@{DOMAIN}", rig.addr("tls2"), dtls_offer(peer))
+        final = await call.wait_final(5)
+        assert final.status == 200
+        ours = parse_media(final.body)[0]
+        assert ours.proto == "UDP/TLS/RTP/SAVPF" and "setup:active" in ours.attributes
+        await asyncio.wait_for(asyncio.to_thread(peer.handshake, ours.addr), 8)
+        assert peer.error is None and peer.tx is not None
+        for seq in range(10):
+            peer.sock.sendto(peer.tx.protect(rtp(seq)), ours.addr)
+        await pbx_ep.wait_for_packets(10, 3)
+        assert pbx_ep.pattern_indices()[:10] == list(range(10))
+        peer.sock.settimeout(2.0)
+        pbx_ep.send(pattern_payload(7))
+        while True:
+            data = (await asyncio.to_thread(peer.sock.recvfrom, 4096))[0]
+            if data[0] >= 128:
+                break
+        assert peer.rx.unprotect(data)[12:] == pattern_payload(7)
+        await call.bye(3)
+        await rig.settle()
+        rig.assert_clean()
+    finally:
+        pbx_ep.close()
+        peer.close()
