@@ -41,6 +41,8 @@ def _user(name_addr: str) -> str | None:
 
 
 _DIRS = ("in", "out")
+# Firewall counters that are not rule hits: acceptances, table sizes, log suppression.
+_NOT_RULES = ("accepted", "tracked_sources", "rate_limited_sources", "suppressed_reports")
 _MEDIA_COUNTERS = ("packets_in", "packets_out", "bytes_in", "bytes_out", "auth_failures",
                    "replays")
 
@@ -85,9 +87,9 @@ class GatewayOps:
             srtp_auth_failures={k: kinds[(k, "auth_failures")] for k in names if k != "rtp"},
             srtp_replays={k: kinds[(k, "replays")] for k in names if k != "rtp"},
             drops=dict(totals.drops),
-            firewall_hits={k: v for k, v in fw.items()
-                           if k not in ("tracked_sources", "rate_limited_sources")},
+            firewall_hits={k: v for k, v in fw.items() if k not in _NOT_RULES},
             bans_active=len(gw.firewall.bans(gw.loop.time())),
+            bans_total=fw.get("pike.ban", 0),
             ports_used=self._pairs - totals.ports_free,
             ports_total=self._pairs,
             call_events=dict(gw.b2bua.counters),

@@ -168,7 +168,6 @@ class OpsService:
         s.cdr_write_errors = self.cdr.errors
         s.security_events = dict(self.security.kinds)
         s.tls_failures = dict(self.security.tls_reasons)
-        s.bans_total = self.security.kinds.get("pike.ban", 0)
         return s
 
     def metrics(self) -> bytes:
