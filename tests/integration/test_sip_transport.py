@@ -447,3 +447,51 @@ async def test_connection_limit(keys: Keys) -> None:
         w2.close()
     finally:
         await stack.stop()
+
+
+async def test_outbound_sni(keys: Keys) -> None:
+    names: list[str | None] = []
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(keys.pem("gateway.crt"), keys.pem("gateway.key"))
+    ctx.sni_callback = lambda sock, name, c: names.append(name)  # type: ignore[assignment,misc]
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+
+    server = await asyncio.start_server(peer, "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    client = await started(config(keys), Answering())
+    try:
+        for sni in ("gateway.srtpgw.test", None):
+            client.client(request("OPTIONS", f"sni-{sni}"), Target(
+                "tls", "127.0.0.1", port, server_name=sni, tls_identity=(GATEWAY_ID,)))
+            for _ in range(100):
+                if len(names) == (1 if sni else 2):
+                    break
+                await asyncio.sleep(0.02)
+            for c in list(client.transports._conns.values()):
+                c.close()
+            await asyncio.sleep(0.05)
+        assert names == ["gateway.srtpgw.test", None]  # no SNI for an IP literal
+    finally:
+        await client.stop()
+        server.close()
+
+
+async def test_inbound_identity_reaches_admit(keys: Keys) -> None:
+    """The firewall hook sees each message's RFC 5922 identities and can drop a wrong one."""
+    from gateway.sip.identity import identity_matches
+
+    def admit(source: MessageSource) -> bool:
+        return source.transport != "tls" or source.connection_id is None or identity_matches(
+            ("sip:peer.srtpgw.test",), source.tls_identities)
+
+    handler = Answering()
+    stack = await started(config(keys), handler, admit=admit)
+    try:
+        assert await tls_attempt(stack.bound("tls"), client_tls(keys, cert="peer")) == "answered"
+        evil = await tls_attempt(stack.bound("tls"), client_tls(keys, cert="evil"))
+        assert evil == "after handshake: TimeoutError"  # dropped before parsing, no answer
+        assert len(handler.requests) == 1 and stack.counters["dropped"] == 1
+    finally:
+        await stack.stop()
