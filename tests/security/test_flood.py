@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from gateway.ops.keys import init_keys
 from tests.security.corpus import SDP
 from tests.security.harness import Gateway, UdpClient, needs_app, request, start_gateway
@@ -68,6 +70,7 @@ async def call(pbx: SipTestUA, gw: Gateway, ep: RtpEndpoint, n: int) -> bool:
     return (await dialog.bye(5)).status == 200
 
 
+@pytest.mark.slow
 async def test_flooder_banned_legitimate_calls_served(tmp_path: Path) -> None:
     needs_app()
     keys = init_keys(tmp_path / "keys").dir
