@@ -31,6 +31,9 @@ SRTP_SUITES = (
     "AES_256_CM_HMAC_SHA1_80",
 )
 DEFAULT_SUITES = ("AEAD_AES_256_GCM", "AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80")
+# Suites with a DTLS-SRTP protection profile (RFC 5764 §4.1.2, RFC 7714 §14.2).
+DTLS_SRTP_SUITES = ("AEAD_AES_256_GCM", "AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA1_80",
+                    "AES_CM_128_HMAC_SHA1_32")
 DEFAULT_METHODS = (
     "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "PRACK", "INFO", "REFER", "NOTIFY",
 )
@@ -721,6 +724,9 @@ def _check(cfg: Config, file: str) -> list[str]:
                                   "\"dtls-srtp\", or set allow_sdes_over_insecure = true")
             warnings.append(f"{key} ({t.name}): SDES keys travel over {t.transport} in clear "
                             "(allow_sdes_over_insecure = true)")
+        if t.media == "dtls-srtp" and not set(t.suites) & set(DTLS_SRTP_SUITES):
+            raise ConfigError(file, f"{key}.suites", "no suite has a DTLS-SRTP profile; list "
+                              f"one of {', '.join(DTLS_SRTP_SUITES)}")
         if t.secure and t.media == "rtp":
             raise ConfigError(file, f"{key}.media",
                               "a secure trunk must use srtp, srtp-optional or dtls-srtp")
