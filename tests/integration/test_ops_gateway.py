@@ -6,10 +6,12 @@ CDRs observed over the admin endpoint and on disk.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -357,11 +359,32 @@ async def test_srtpgw_run_sighup_and_sigterm(tmp_path: Path) -> None:
 
 
 def test_demo_command(tmp_path: Path) -> None:
-    import io
-
     out = io.StringIO()
     assert demo.main(tmp_path / "demo", out) == 0, out.getvalue()
     text = out.getvalue()
     assert "FAILED" not in text and "[ok] no legacy plaintext on the secure side" in text
     assert "suite: AEAD_AES_256_GCM" in text
     assert (tmp_path / "demo" / "cdr.jsonl").exists()
+
+
+async def test_firewall_and_parser_counters_reach_metrics(rig: Rig) -> None:
+    host, port = rig.gw.stack.bound("udp")
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger.bind(("127.0.0.2", 0))  # not in any trunk's allowed_sources
+    known = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    known.bind(("127.0.0.1", 0))
+    try:
+        options = (f"OPTIONS sip:{host}:{port} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;"
+                   "branch=z9hG4bKx1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\n"
+                   "Call-ID: fw1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
+                   "Content-Length: 0\r\n\r\n").encode()
+        stranger.sendto(options, (host, port))
+        known.sendto(b"INVITE this is not SIP\r\n\r\n", (host, port))
+        await asyncio.sleep(0.3)
+    finally:
+        stranger.close()
+        known.close()
+    m = scrape((await get(rig.admin, "/metrics"))[2])
+    assert m["srtpgw_firewall_rule_hits_total"][(("rule", "acl.unknown_source"),)] >= 1
+    assert m["srtpgw_sip_messages_total"][(("event", "invalid"),)] >= 1
+    assert (("rule", "accepted"),) not in m["srtpgw_firewall_rule_hits_total"]
