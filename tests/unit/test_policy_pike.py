@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway.config import PikeSection
 from gateway.policy.pike import Pike
 
@@ -45,3 +48,18 @@ def test_bounded_under_spray_and_manual_ban() -> None:
     p.ban("192.0.2.1", 1.0, 10.0, "operator")
     assert p.banned("192.0.2.1", 2.0) and p.unban("192.0.2.1")
     assert not p.banned("192.0.2.1", 2.0)
+
+
+@given(limit=st.integers(1, 50), gaps=st.lists(st.floats(0, 0.3), min_size=1, max_size=400))
+def test_never_more_than_twice_the_limit_in_any_window_before_a_ban(
+        limit: int, gaps: list[float]) -> None:
+    p = Pike(PikeSection(window=1.0, max_requests=limit, ban_time=100.0))
+    times: list[float] = []
+    now = 0.0
+    for gap in gaps:
+        now += gap
+        if p.hit("10.0.0.1", now) is not None:
+            return
+        times.append(now)
+        recent = [t for t in times if now - t < 1.0]
+        assert len(recent) <= 2 * limit

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from gateway.policy.bounded import BoundedTable
 from gateway.policy.ratelimit import CallSlots, RateLimiter, TokenBucket
 from tests.security.policy_configs import make_config
@@ -76,3 +79,16 @@ def test_call_slots() -> None:
     assert slots.acquire(pbx) and slots.acquire(pbx) and not slots.acquire(pbx)
     slots.release(pbx)
     assert slots.active("pbx") == 1 and slots.acquire(pbx)
+
+
+@given(rate=st.floats(0.5, 200), burst=st.integers(1, 100),
+       gaps=st.lists(st.floats(0, 0.5), min_size=1, max_size=300))
+def test_bucket_never_admits_more_than_burst_plus_refill(rate: float, burst: int,
+                                                         gaps: list[float]) -> None:
+    b = TokenBucket(rate, burst, now=0.0)
+    now = 0.0
+    taken = 0
+    for gap in gaps:
+        now += gap
+        taken += b.take(now)
+    assert taken <= burst + rate * now + 1e-6
