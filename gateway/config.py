@@ -123,7 +123,7 @@ class SipSection:
     max_connection_buffer: int = 131072
     keepalive_interval: float = 30.0
     session_expires: int = 1800
-    header_timeout: float = 10.0  # a stream's header section must complete within this (slow loris)
+    header_timeout: float = 10.0  # a message on a stream must complete within this (slow loris)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,9 +41,14 @@ class StreamFramer:
         self._body_needed = 0  # total length of the message whose body is still arriving
 
     @property
-    def partial_header(self) -> bool:
-        """True while a header section has started but not ended (the slow-loris clock runs)."""
-        return bool(self._buf) and self._body_needed == 0
+    def partial(self) -> bool:
+        """True while a message has started but not completed (the slow-loris clock runs).
+
+        A lone CRLF (a keep-alive some UAs send, or half a ping) is not a message."""
+        if self._body_needed:
+            return True
+        buf = self._buf
+        return bool(buf) and not (len(buf) <= 3 and buf[:2] == b"\r\n")
 
     @property
     def buffered(self) -> int:

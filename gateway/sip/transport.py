@@ -334,7 +334,7 @@ class SipTransports:
                             conn.write(PONG)
                         continue
                     self._on_message(item, conn.source)
-                if not conn.framer.partial_header:
+                if not conn.framer.partial:
                     header_deadline = None
                 elif items or header_deadline is None:
                     header_deadline = now + sip.header_timeout

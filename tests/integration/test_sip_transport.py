@@ -495,3 +495,19 @@ async def test_inbound_identity_reaches_admit(keys: Keys) -> None:
         assert len(handler.requests) == 1 and stack.counters["dropped"] == 1
     finally:
         await stack.stop()
+
+
+async def test_slow_body_cut_off_and_lone_crlf_tolerated(keys: Keys) -> None:
+    stack = await started(config(keys, header_timeout=0.5), Answering())
+    try:
+        reader, writer = await asyncio.open_connection(*stack.bound("tcp"))
+        writer.write(b"\r\n")  # a single-CRLF keep-alive, as some UAs send
+        await asyncio.sleep(0.8)
+        writer.write(options("TCP", call_id="after-crlf"))
+        assert (await read_message(reader)).call_id == "after-crlf"
+        body = options("TCP").replace(b"Content-Length: 0", b"Content-Length: 100")
+        writer.write(body + b"x")  # the header section is complete, the body never is
+        assert await closed_by_peer(reader, 3)
+        writer.close()
+    finally:
+        await stack.stop()

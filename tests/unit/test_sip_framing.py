@@ -54,13 +54,17 @@ def test_lone_crlf_is_a_pong_only_on_our_connections() -> None:
     assert listener.feed(b"\r\n") == [Keepalive(True)]
 
 
-def test_partial_header_flag() -> None:
+def test_partial_flag() -> None:
     framer = StreamFramer(LIMITS, 1 << 16)
-    assert not framer.partial_header
+    assert not framer.partial
+    framer.feed(b"\r\n")
+    assert not framer.partial  # a lone CRLF keep-alive is not a message in progress
     framer.feed(msg(1)[:20])
-    assert framer.partial_header
+    assert framer.partial
     framer.feed(msg(1, b"abc")[20:-2])
-    assert not framer.partial_header  # header done, body pending
+    assert framer.partial  # header done, body still pending
+    framer.feed(b"bc")
+    assert not framer.partial
 
 
 @pytest.mark.parametrize(("data", "status"), [
