@@ -146,8 +146,8 @@ def config_values(tmp: Path, keys: Path, legacy: DemoPhone, secure: DemoPhone,
                   drain_timeout: float = 5.0) -> dict[str, object]:
     media_min, media_max = demo.free_range()
     return {"dir": tmp, "keys": keys, "media_min": media_min, "media_max": media_max,
-            "admin": demo.free_port(demo.socket.SOCK_STREAM), "udp": demo.free_port(),
-            "tls": demo.free_port(demo.socket.SOCK_STREAM), "legacy": legacy.sip_port,
+            "admin": demo.free_port(socket.SOCK_STREAM), "udp": demo.free_port(),
+            "tls": demo.free_port(socket.SOCK_STREAM), "legacy": legacy.sip_port,
             "secure": secure.sip_port, "drain_timeout": drain_timeout, "max_calls": 10}
 
 
