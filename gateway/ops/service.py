@@ -35,6 +35,8 @@ from gateway.ops.security_count import SecurityEventCounter
 
 log = get_logger("ops")
 
+MAX_LISTED_CALLS = 200  # /status stays small on a busy gateway; metrics carry the totals
+
 
 class GatewayView(Protocol):
     """What operations needs from the app; each method is cheap and never raises for data."""
@@ -197,7 +199,8 @@ class OpsService:
             "ready": self.readiness().as_dict(),
             "calls": {"active": sum(s.calls_active.values()),
                       "by_trunk": dict(sorted(s.calls_active.items())),
-                      "list": calls},
+                      "list": calls[:MAX_LISTED_CALLS],
+                      "listed": min(len(calls), MAX_LISTED_CALLS)},
             "counters": {
                 "calls_ended": sum(s.calls_total.values()),
                 "sip_requests": sum(s.sip_requests.values()),

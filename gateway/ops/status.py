@@ -51,6 +51,8 @@ def render_status(doc: dict[str, Any], out: TextIO) -> None:
         out.write(f"  ! {reason}\n")
     calls = doc.get("calls", {})
     out.write(f"\nactive calls: {calls.get('active', 0)}\n")
+    if calls.get("listed", 0) < calls.get("active", 0):
+        out.write(f"(listing the first {calls['listed']})\n")
     listing = calls.get("list") or []
     if listing:
         cols = ("call", "from_trunk", "to_trunk", "state", "duration", "media")

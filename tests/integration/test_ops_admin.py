@@ -266,3 +266,13 @@ async def test_admin_disabled_binds_nothing(tmp_path: Path) -> None:
     await service.start(handle_signals=False)
     assert service.admin is None and service.liveness().ok
     await service.stop()
+
+
+async def test_status_lists_at_most_a_bounded_number_of_calls(ops: OpsService) -> None:
+    ops.view.stats_value.calls_active = {"pbx": 250}  # type: ignore[attr-defined]
+    _, doc = await asyncio.to_thread(status.request, ops.admin.address, "GET", "/status")
+    assert doc["calls"]["active"] == 250 and doc["calls"]["listed"] == 200
+    assert len(doc["calls"]["list"]) == 200
+    out = io.StringIO()
+    status.render_status(doc, out)
+    assert "active calls: 250\n(listing the first 200)" in out.getvalue()
