@@ -84,6 +84,12 @@ class IncomingRequest:
             return False
         return self.stack.respond(self.tid, response)
 
+    def drop(self) -> bool:
+        """Never answer this request (e.g. a firewall drop): free its transaction now."""
+        if self.tid is None or self.cancels:
+            return False
+        return self.stack.drop(self.tid)
+
 
 class ClientTransaction:
     """Responses of one request we sent, in order; the last one is final."""
@@ -243,6 +249,12 @@ class SipStack:
     def respond(self, tid: Tid, response: SipResponse) -> bool:
         """Answer a server transaction (False when it no longer takes responses)."""
         ok = self.layer.send_response(tid, response, self._now)
+        self._pump()
+        return ok
+
+    def drop(self, tid: Tid) -> bool:
+        """End a server transaction without a response (unanswered ones expire anyway)."""
+        ok = self.layer.forget(tid)
         self._pump()
         return ok
 

@@ -38,6 +38,11 @@ from gateway.sip.headers import Headers
 from gateway.sip.message import SipRequest, SipResponse
 
 MAGIC_COOKIE = "z9hG4bK"
+# How long a server transaction waits for its TU before it is forgotten: 64*T1 for non-INVITE
+# (the client has given up by then), and Timer C's 3 minutes for INVITE, restarted by every
+# provisional response. Without this an unanswered request (a handler bug, or a request the
+# firewall dropped without telling us) would hold memory forever.
+TU_INVITE_TIMEOUT = 180.0
 
 
 def new_branch() -> str:
@@ -205,7 +210,12 @@ class TransactionLayer:
         t1 = self.timers.t1
         if status < 200:
             t.state = PROCEEDING
-        elif t.kind == NIST:
+            if t.kind == IST:
+                self._arm(t, "C", now + TU_INVITE_TIMEOUT)
+            return True
+        t.deadlines.pop("C", None)
+        t.deadlines.pop("Y", None)
+        if t.kind == NIST:
             t.state = COMPLETED
             self._arm_or_end(t, "J", now, 0 if t.reliable else 64 * t1)
         elif status < 300:
@@ -222,6 +232,14 @@ class TransactionLayer:
                 t.interval = t1
                 self._arm(t, "G", now + t1)
             self._arm(t, "H", now + 64 * t1)
+        return True
+
+    def forget(self, tid: Tid) -> bool:
+        """End a server transaction without answering (a request dropped on purpose)."""
+        t = self._txns.get(tid)
+        if t is None or t.kind not in (IST, NIST) or t.state not in (TRYING, PROCEEDING):
+            return False
+        self._terminate(t)
         return True
 
     def cancel(self, tid: Tid, now: float) -> bool:
@@ -288,7 +306,9 @@ class TransactionLayer:
             self._receive_cancel(t, now)
             return
         if invite:
-            self.send_response(tid, req.create_response(100), now)
+            self.send_response(tid, req.create_response(100), now)  # also arms timer C
+        else:
+            self._arm(t, "Y", now + 64 * self.timers.t1)
         self._events.append(RequestReceived(tid, req, source))
 
     def _receive_cancel(self, t: _Txn, now: float) -> None:
@@ -372,7 +392,7 @@ class TransactionLayer:
             if not t.acked:
                 self._events.append(AckTimeout(t.tid))
             self._terminate(t)
-        else:  # D, I, J, K, M: linger time over
+        else:  # D, I, J, K, M: linger time over; C, Y: the TU never answered
             self._terminate(t)
 
     def _arm(self, t: _Txn, name: str, when: float) -> None:

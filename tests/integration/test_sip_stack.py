@@ -462,3 +462,17 @@ async def test_response_reopens_connection_to_via_when_original_closed(keys: Key
     finally:
         server.close()
         await stack.stop()
+
+
+async def test_dropped_request_frees_its_transaction(keys: Keys) -> None:
+    dropped: list[bool] = []
+    stack = await started(config(keys), lambda incoming: dropped.append(incoming.drop()))  # type: ignore[arg-type]
+    sock = udp_socket()
+    try:
+        sock.sendto(options(call_id="drop-me"), stack.bound("udp"))
+        with pytest.raises(TimeoutError):
+            await udp_recv(sock, 0.3)
+        assert dropped == [True] and len(stack.layer) == 0
+    finally:
+        sock.close()
+        await stack.stop()

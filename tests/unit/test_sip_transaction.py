@@ -375,3 +375,39 @@ def test_transaction_table_is_bounded() -> None:
     (busy,) = sent(layer)
     assert busy.startswith(b"SIP/2.0 503 ") and b"Retry-After: 5" in busy
     assert events(layer) == [] and len(layer) == 3
+
+
+def test_unanswered_server_transactions_expire() -> None:
+    layer = TransactionLayer(T)
+    options = request("OPTIONS")
+    layer.receive(options, PEER, False, 0.0)
+    layer.receive(request("INVITE"), PEER, False, 0.0)
+    nist, ist = (e.tid for e in events(layer))
+    run_until(layer, 31.9)
+    assert layer.state(nist) == "trying"
+    run_until(layer, 32.0)
+    assert layer.state(nist) is None and events(layer) == [Terminated(nist)]
+    assert layer.send_response(ist, response(request("INVITE"), 180), 100.0)
+    run_until(layer, 279.0)  # timer C restarted by the provisional
+    assert layer.state(ist) == "proceeding"
+    run_until(layer, 280.0)
+    assert layer.state(ist) is None
+
+
+def test_answered_server_transaction_does_not_expire_early() -> None:
+    layer = TransactionLayer(T)
+    req = request("INVITE")
+    layer.receive(req, PEER, True, 0.0)
+    (ev,) = events(layer)
+    layer.send_response(ev.tid, response(req, 200), 1.0)
+    run_until(layer, 32.9)
+    assert layer.state(ev.tid) == "accepted"  # waits for the ACK (timer L), not timer C
+
+
+def test_forget_ends_without_answer() -> None:
+    layer = TransactionLayer(T)
+    layer.receive(request("OPTIONS"), PEER, False, 0.0)
+    (ev,) = events(layer)
+    assert layer.forget(ev.tid) and not layer.forget(ev.tid)
+    assert sent(layer) == [] and events(layer) == [Terminated(ev.tid)]
+    assert not layer.send_response(ev.tid, response(request("OPTIONS"), 200), 0.1)
