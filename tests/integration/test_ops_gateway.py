@@ -251,6 +251,48 @@ async def test_call_metrics_status_reload_and_cdr(rig: Rig, caplog: pytest.LogCa
     assert {r.msg for r in tagged} >= {"call.start", "call.end"}
 
 
+async def test_reload_adds_a_trunk_for_new_calls(rig: Rig) -> None:
+    """A trunk and a route added by reload take the next call; the running call is untouched."""
+    keys = Path(str(rig.values["keys"]))
+    assert await rig.call() == 200  # before the reload: 4930123 goes to the carrier
+    await asyncio.wait_for(rig.secure.answered.wait(), 5)
+    partner = DemoPhone("partner-phone", b"PARTNER-AUDIO-", transport="tls", media="srtp",
+                        host="127.0.0.2",
+                        server_tls=server_context(str(keys / "peer.crt"),
+                                                  str(keys / "peer.key"), str(keys / "ca.crt")))
+    caller = DemoPhone("pbx-phone-2", b"PBX2-AUDIO-", transport="udp", media="rtp")
+    await partner.start()
+    await caller.start()
+    try:
+        text = CONFIG.format(**rig.values).replace(
+            'route_to = "carrier"\n', 'route_to = "carrier"\n\n[[trunk.route]]\n'
+            'prefix = "77"\nto = "partner"\n', 1)
+        text += (f'\n[[trunk]]\nname = "partner"\nside = "secure"\nlistener = "tls"\n'
+                 f'transport = "tls"\npeer = "127.0.0.2:{partner.sip_port}"\n'
+                 'tls_server_name = "peer.srtpgw.test"\n'
+                 'tls_identity = ["sip:peer.srtpgw.test"]\n'
+                 'allowed_sources = ["127.0.0.2/32"]\nmedia = "srtp"\nroute_to = "pbx"\n')
+        rig.path.write_text(text)
+        code, _, body = await http(rig.admin,
+                                   b"POST /reload HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        changed = json.loads(body)["changed"]
+        assert code == 200 and "trunk partner added" in changed and "trunk pbx changed" in changed
+        host, port = rig.gw.stack.bound("udp")
+        assert await caller.call((host, port), f"sip:77123@{host}:{port}") == 200
+        await asyncio.wait_for(partner.answered.wait(), 5)
+        assert partner.incoming_invite is not None
+        assert str(partner.incoming_invite.uri).startswith("sip:77123@")
+        before = rig.secure.report.received
+        await wait_for(lambda: rig.secure.report.received > before + 3)  # first call unharmed
+        assert await caller.hangup() == 200
+        assert await rig.legacy.hangup() == 200
+        await wait_for(lambda: len(rig.cdrs()) == 2)
+        assert sorted(c["to_trunk"] for c in rig.cdrs()) == ["carrier", "partner"]
+    finally:
+        await caller.close()
+        await partner.close()
+
+
 async def test_certificate_reload_keeps_established_calls(rig: Rig) -> None:
     """New certificate files are read on reload; the established TLS leg carries on."""
     keys = Path(str(rig.values["keys"]))
