@@ -102,6 +102,7 @@ class B2bua:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._acks: dict[str, asyncio.Future[SipRequest]] = {}  # call id -> awaited ACK
         self._unacked: dict[Tid, Call] = {}        # our 2xx to the caller, ACK not yet seen
+        self._late_acks: set[str] = set()          # late offer: B's ACK waits for A's answer
         self.counters: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ public inputs
@@ -151,6 +152,8 @@ class B2bua:
         tag = resp.from_.tag or ""
         found = self._dialogs.get((resp.call_id, tag))
         if found is not None and found[1].remote_tag == resp.to.tag:
+            if found[0].id in self._late_acks:
+                return      # our ACK (with the caller's answer) is still to come
             leg = found[1]
             self._ack(request(leg, "ACK", cseq=resp.cseq.number,
                               user_agent=self.config.gateway.user_agent), leg.trunk, leg.peer)
@@ -466,26 +469,13 @@ class B2bua:
             self._fail(inv, exc.status, f"sdp: {exc.reason}")
             return
         self._media[call.id] = bridge
+        late = not _is_sdp(req)   # no offer: the callee offers in its 2xx, the caller answers
         body = b""
-        if _is_sdp(req):
-            try:
-                body = await bridge.offer(0, req.body)
-            except SdpError as exc:
-                self._fail(inv, exc.status, f"sdp: {exc.reason}")
+        if not late:
+            offer = await self._offer(inv, bridge, 0, req.body)
+            if offer is None:
                 return
-            except PortsExhausted:
-                self.counters["rejected.ports"] += 1
-                self._fail(inv, 503, "media ports exhausted", [("Retry-After", RETRY_AFTER)])
-                return
-            except MediaError as exc:
-                self._fail(inv, 500, f"media: {type(exc).__name__}")
-                return
-            if bridge.session_id is not None:
-                self._by_session[bridge.session_id] = call
-                call.media_session = bridge.session_id  # ops reads the relay's counters for CDRs
-        else:
-            self._fail(inv, 488, "INVITE without SDP (late offer) is not supported")
-            return
+            body = offer
         if inv.closed:
             return
         out = request(call.b, "INVITE", ruri=self._b_ruri(dst, user), body=body,
@@ -514,12 +504,85 @@ class B2bua:
                     await self._provisional(inv, bridge, resp)
                 continue
             if resp.status < 300:
-                await self._answered(inv, bridge, resp, cseq)
+                if late:
+                    await self._answered_late(inv, bridge, resp, cseq)
+                else:
+                    await self._answered(inv, bridge, resp, cseq)
             elif not inv.closed:
                 status = _relayed_status(resp.status)
                 extra = [("Retry-After", RETRY_AFTER)] if status == 503 else None
                 self._fail(inv, status, "rejected by callee", extra)
             return
+
+    async def _offer(self, inv: _Invite, bridge: MediaBridge, src: int,
+                     body: bytes) -> bytes | None:
+        """Our offer for the other leg, or None after answering the caller with the error."""
+        call = inv.call
+        try:
+            offer = await bridge.offer(src, body)
+        except SdpError as exc:
+            self._fail(inv, exc.status, f"sdp: {exc.reason}")
+            return None
+        except PortsExhausted:
+            self.counters["rejected.ports"] += 1
+            self._fail(inv, 503, "media ports exhausted", [("Retry-After", RETRY_AFTER)])
+            return None
+        except MediaError as exc:
+            self._fail(inv, 500, f"media: {type(exc).__name__}")
+            return None
+        if bridge.session_id is not None:
+            self._by_session[bridge.session_id] = call
+            call.media_session = bridge.session_id  # ops reads the relay's counters for CDRs
+        return offer
+
+    async def _answered_late(self, inv: _Invite, bridge: MediaBridge, resp: SipResponse,
+                             cseq: int) -> None:
+        """Late offer: B's 2xx offers, we offer on to A in our 2xx, A answers in its ACK and
+        that answer goes to B in our (delayed) ACK."""
+        call = inv.call
+        learn_response(call.b, resp)
+        ua = self.config.gateway.user_agent
+        if inv.closed or not call.active or not _is_sdp(resp):
+            self._ack(request(call.b, "ACK", cseq=cseq, user_agent=ua), call.b.trunk,
+                      call.b.peer)
+            if not inv.closed and call.active:
+                self._fail(inv, 488, "callee sent no offer in its 2xx to an offerless INVITE")
+            await self._bye(call.b)
+            return
+        self._late_acks.add(call.id)
+        try:
+            offer = await self._offer(inv, bridge, 1, resp.body)
+            answer = None
+            if offer is not None:
+                waiter: asyncio.Future[SipRequest] = asyncio.get_running_loop().create_future()
+                self._acks[call.id] = waiter
+                self._confirm(inv, resp, offer)
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    ack = await asyncio.wait_for(waiter, 64 * self.config.sip.t1)
+                    if _is_sdp(ack):
+                        answer = await bridge.answer(ack.body)
+        except SdpError as exc:
+            log.info("call.late_answer_refused", call=call.id, reason=exc.reason)
+        finally:
+            self._late_acks.discard(call.id)
+            self._acks.pop(call.id, None)
+        self._ack(request(call.b, "ACK", cseq=cseq, body=answer or b"", user_agent=ua),
+                  call.b.trunk, call.b.peer)
+        if answer is None and call.active:
+            self._end(call, EndReason.ERROR)
+
+    def _confirm(self, inv: _Invite, resp: SipResponse, body: bytes) -> None:
+        """Relay B's 2xx to A: the call is answered, A's ACK confirms it."""
+        call = inv.call
+        now = self._clock()
+        call.state = CallState.ANSWERED
+        call.answered_at = now
+        call.touch(now)
+        extra = copy_headers(resp.headers, call.b.trunk, call.a.trunk, self.config.gateway.domain)
+        self._answer_a(inv, 200, body=body, extra=extra)
+        self._unacked[inv.tid] = call
+        self.counters["calls.answered"] += 1
+        log.info("call.answered", call=call.id)
 
     def _fail(self, inv: _Invite, status: int, why: str,
               extra: list[tuple[str, str]] | None = None) -> None:
@@ -569,15 +632,7 @@ class B2bua:
             self._fail(inv, 488, "2xx without an SDP answer")
             await self._bye(call.b)
             return
-        now = self._clock()
-        call.state = CallState.ANSWERED
-        call.answered_at = now
-        call.touch(now)
-        extra = copy_headers(resp.headers, call.b.trunk, call.a.trunk, self.config.gateway.domain)
-        self._answer_a(inv, 200, body=body, extra=extra)
-        self._unacked[inv.tid] = call
-        self.counters["calls.answered"] += 1
-        log.info("call.answered", call=call.id)
+        self._confirm(inv, resp, body)
 
     # ------------------------------------------------------------------ in-dialog
     def _in_dialog(self, req: SipRequest, tid: Tid | None, trunk: Trunk, to_tag: str) -> None:

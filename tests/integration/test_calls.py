@@ -62,6 +62,7 @@ class Rig:
         assert b.calls == {}
         assert b._dialogs == {} and b._invites == {} and b._media == {}
         assert b._by_session == {} and b._unacked == {} and b._acks == {}
+        assert b._late_acks == set()
         assert self.gw.relay.totals().sessions_active == 0
 
     async def settle(self) -> None:
@@ -284,3 +285,4 @@ async def test_hold_resume_rekey_and_address_change(rig: Rig) -> None:
     await call.bye(3)
     await rig.settle()
     rig.assert_clean()
+

@@ -10,7 +10,7 @@ import secrets
 from tests.integration.test_calls import DOMAIN, Rig, media_both_ways, rig
 from tests.support.phone import apply_answer, plain_offer
 from tests.support.rtp import RtpEndpoint
-from tests.support.sdes import answer_sdp
+from tests.support.sdes import answer_sdp, parse_media
 from tests.support.sipmsg import SipMessage, parse_message
 
 __all__ = ["rig"]
@@ -133,3 +133,58 @@ async def test_forked_early_dialogs_map_to_one_and_2xx_tag_wins(rig: Rig) -> Non
     rig.assert_clean()
     other.close()
     peer.transport.close()
+
+
+async def scripted_caller() -> ScriptedPeer:
+    _, peer = await asyncio.get_running_loop().create_datagram_endpoint(
+        ScriptedPeer, local_addr=("127.0.0.1", 0))
+    return peer
+
+
+async def test_late_offer_callee_offers_in_2xx_caller_answers_in_ack(rig: Rig) -> None:
+    """An INVITE without SDP: the callee offers in its 2xx, the gateway offers on to the caller
+    in its own 2xx, the caller answers in the ACK and the gateway's ACK carries that on."""
+    callee = await take_over(rig)
+    caller = await scripted_caller()
+    a_ep, b_ep = await rig.endpoints()
+    tag, cid = secrets.token_hex(4), secrets.token_hex(8)
+
+    def caller_request(method: str, cseq: int, to_tag: str | None = None) -> SipMessage:
+        req = SipMessage(f"{method} sip:9100@{DOMAIN} SIP/2.0")
+        req.add("Via", f"SIP/2.0/UDP 127.0.0.1:{caller.port};branch=z9hG4bK"
+                       f"{secrets.token_hex(6)};rport")
+        req.add("Max-Forwards", "70").add("From", f"<sip:late@127.0.0.1>;tag={tag}")
+        req.add("To", f"<sip:9100@{DOMAIN}>" + (f";tag={to_tag}" if to_tag else ""))
+        req.add("Call-ID", cid).add("CSeq", f"{cseq} {method}")
+        req.add("Contact", f"<sip:late@127.0.0.1:{caller.port}>")
+        return req
+
+    caller.transport.sendto(caller_request("INVITE", 1).to_bytes(), rig.udp)
+    invite, addr = await callee.expect("INVITE")
+    assert not invite.body
+    offer = answer_sdp(plain_offer(b_ep), *b_ep.addr).sdp  # a plain SDP for the callee
+    callee.reply(invite, addr, 200, "OK", tag="late2xx", body=offer)
+    async with asyncio.timeout(3):
+        while True:
+            msg, _ = await caller.received.get()
+            if not msg.is_request and msg.status == 200:
+                break
+    ours = parse_media(msg.body)[0]
+    assert ours.proto == "RTP/AVP" and ours.addr is not None
+    answer = answer_sdp(msg.body, *a_ep.addr)
+    a_ep.set_remote(answer.remote)
+    ack = caller_request("ACK", 1, msg.to_tag)
+    ack.body = answer.sdp.encode()
+    ack.add("Content-Type", "application/sdp")
+    caller.transport.sendto(ack.to_bytes(), rig.udp)
+    gw_ack, _ = await callee.expect("ACK")
+    assert gw_ack.to_tag == "late2xx" and gw_ack.sdp
+    b_ep.set_remote(parse_media(gw_ack.body)[0].addr)
+    await media_both_ways(a_ep, b_ep)
+    caller.transport.sendto(caller_request("BYE", 2, msg.to_tag).to_bytes(), rig.udp)
+    bye, baddr = await callee.expect("BYE")
+    callee.reply(bye, baddr, 200, "OK")
+    await rig.settle()
+    rig.assert_clean()
+    for p in (caller, callee):
+        p.transport.close()
