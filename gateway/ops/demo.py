@@ -266,8 +266,8 @@ class Demo:
             self.say(f"    first SRTP packet on the wire: {sr.first_raw[:28].hex(' ')} ...")
         if counters:
             self.say("\ngateway counters (/status)")
-            for k in ("sip_received", "sip_sent", "media_packets", "srtp_auth_failures", "drops",
-                      "calls_ended"):
+            for k in ("sip_received", "sip_sent", "media_packets_in", "media_packets_out",
+                      "srtp_auth_failures", "drops", "calls_ended"):
                 if k in counters:
                     self.say(f"    {k:<20} {counters[k]}")
         cdr = self.dir / "cdr.jsonl"

@@ -19,6 +19,7 @@ from typing import Literal
 
 import pylibsrtp
 
+from gateway.ops.log import redact_text
 from gateway.sdp.crypto import format_crypto, parse_crypto
 from gateway.sdp.errors import SdpError
 from gateway.sdp.model import parse_sdp
@@ -230,6 +231,13 @@ class DemoPhone:
 
     def _trace_out(self, data: bytes) -> None:
         self.trace.append("-> " + data.split(b"\r\n", 1)[0].decode("ascii", "replace"))
+        self._trace_sdp(data.partition(b"\r\n\r\n")[2])
+
+    def _trace_sdp(self, body: bytes) -> None:
+        """The SDP lines that say how media is carried; SDES keys shown redacted."""
+        for line in body.decode("latin-1").splitlines():
+            if line.startswith(("m=", "a=crypto:", "a=fingerprint:")):
+                self.trace.append("       " + redact_text(line))
 
     def _via(self, branch: str) -> str:
         proto = "UDP" if self.transport == "udp" else "TLS"
@@ -316,11 +324,13 @@ class DemoPhone:
             return
         if isinstance(msg, SipResponse):
             self.trace.append(f"<- {msg.status} {msg.reason}")
+            self._trace_sdp(msg.body)
             fut = self._pending.get((msg.cseq.number, msg.cseq.method))
             if msg.status >= 200 and fut is not None and not fut.done():
                 fut.set_result(msg)
             return
         self.trace.append(f"<- {msg.method} {msg.uri}")
+        self._trace_sdp(msg.body)
         if msg.method == "INVITE":
             self._on_invite(msg, reply)
         elif msg.method == "ACK":

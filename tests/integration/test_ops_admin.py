@@ -184,7 +184,8 @@ async def test_status_command_prints_calls_and_counters(ops: OpsService) -> None
     assert await asyncio.to_thread(status.main, ops.admin.address, out) == 0
     text = out.getvalue()
     assert "active calls: 1" in text and "a1b2c3d4e5f60718" in text
-    assert "srtp_auth_failures  3" in text and "media_packets       998" in text
+    assert "srtp_auth_failures  3" in text and "media_packets_in    500" in text
+    assert "media_packets_out   498" in text
     assert "ready" in text.splitlines()[0]
 
 
