@@ -43,6 +43,9 @@ MAGIC_COOKIE = "z9hG4bK"
 # provisional response. Without this an unanswered request (a handler bug, or a request the
 # firewall dropped without telling us) would hold memory forever.
 TU_INVITE_TIMEOUT = 180.0
+# §17.2.1: 100 Trying goes out only if the TU has not answered within 200 ms, so a request the
+# TU drops on purpose (a firewall verdict) gets no response at all.
+TRYING_DELAY = 0.2
 
 
 def new_branch() -> str:
@@ -211,10 +214,11 @@ class TransactionLayer:
         if status < 200:
             t.state = PROCEEDING
             if t.kind == IST:
+                t.deadlines.pop("T100", None)
                 self._arm(t, "C", now + TU_INVITE_TIMEOUT)
             return True
-        t.deadlines.pop("C", None)
-        t.deadlines.pop("Y", None)
+        for name in ("C", "Y", "T100"):
+            t.deadlines.pop(name, None)
         if t.kind == NIST:
             t.state = COMPLETED
             self._arm_or_end(t, "J", now, 0 if t.reliable else 64 * t1)
@@ -290,7 +294,9 @@ class TransactionLayer:
             self._events.append(RequestReceived(None, req, source))
             return
         if t is not None:
-            if t.state in (PROCEEDING, COMPLETED) and t.data:
+            if t.kind == IST and t.state == PROCEEDING and not t.data:
+                self._trying(t, now)
+            elif t.state in (PROCEEDING, COMPLETED) and t.data:
                 self._send(t.data, t.dest)
             return
         if len(self._txns) >= self.max_transactions:
@@ -306,7 +312,8 @@ class TransactionLayer:
             self._receive_cancel(t, now)
             return
         if invite:
-            self.send_response(tid, req.create_response(100), now)  # also arms timer C
+            self._arm(t, "T100", now + TRYING_DELAY)
+            self._arm(t, "C", now + TU_INVITE_TIMEOUT)
         else:
             self._arm(t, "Y", now + 64 * self.timers.t1)
         self._events.append(RequestReceived(tid, req, source))
@@ -369,9 +376,14 @@ class TransactionLayer:
         self.send_request(_cancel_for(t.request), t.dest, t.reliable, now)
 
     # ------------------------------------------------------------------ timers
+    def _trying(self, t: _Txn, now: float) -> None:
+        self.send_response(t.tid, t.request.create_response(100), now)
+
     def _fire(self, t: _Txn, name: str, now: float) -> None:
         timers = self.timers
-        if name in ("A", "E", "G", "G2"):
+        if name == "T100":
+            self._trying(t, now)
+        elif name in ("A", "E", "G", "G2"):
             self._send(t.data, t.dest)
             if name == "A":
                 t.interval *= 2

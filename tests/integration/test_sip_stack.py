@@ -191,8 +191,7 @@ async def test_invite_cancel_487(keys: Keys, transport: str) -> None:
     try:
         tx = client.client(request("INVITE", f"cancel-{transport}"),
                            target(server.bound(transport), transport))
-        assert (await asyncio.wait_for(tx.response(), 5)).status == 100
-        assert (await asyncio.wait_for(tx.response(), 5)).status == 180
+        assert (await asyncio.wait_for(tx.response(), 5)).status == 180  # no 100: TU was quick
         assert tx.cancel()
         final = await asyncio.wait_for(tx.response(), 5)
         assert final.status == 487
@@ -470,9 +469,29 @@ async def test_dropped_request_frees_its_transaction(keys: Keys) -> None:
     sock = udp_socket()
     try:
         sock.sendto(options(call_id="drop-me"), stack.bound("udp"))
+        sock.sendto(options(call_id="drop-invite", method="INVITE"), stack.bound("udp"))
         with pytest.raises(TimeoutError):
-            await udp_recv(sock, 0.3)
-        assert dropped == [True] and len(stack.layer) == 0
+            await udp_recv(sock, 0.5)  # not even a 100 Trying for the INVITE
+        assert dropped == [True, True] and len(stack.layer) == 0
+    finally:
+        sock.close()
+        await stack.stop()
+
+
+async def test_slow_handler_gets_100_trying_sent_for_it(keys: Keys) -> None:
+    held: list[IncomingRequest] = []
+    stack = await started(config(keys), held.append)  # type: ignore[arg-type]
+    sock = udp_socket()
+    try:
+        sock.sendto(options(call_id="slow", method="INVITE"), stack.bound("udp"))
+        start = asyncio.get_running_loop().time()
+        trying = parse_message(await udp_recv(sock))
+        waited = asyncio.get_running_loop().time() - start
+        assert isinstance(trying, SipResponse) and trying.status == 100
+        assert 0.15 < waited < 1.0 and len(held) == 1
+        assert held[0].respond(held[0].request.create_response(486, to_tag="b"))
+        busy = parse_message(await udp_recv(sock))
+        assert isinstance(busy, SipResponse) and busy.status == 486
     finally:
         sock.close()
         await stack.stop()

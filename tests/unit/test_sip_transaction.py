@@ -193,10 +193,26 @@ def test_send_request_refuses_ack_and_reused_branch() -> None:
 # ------------------------------------------------------------------ INVITE server
 
 
+def test_invite_server_trying_after_200ms_unless_tu_answers() -> None:
+    layer = TransactionLayer(T)
+    quick = request()
+    layer.receive(quick, PEER, False, 0.0)
+    (ev,) = events(layer)
+    layer.send_response(ev.tid, response(quick, 180), 0.1)
+    run_until(layer, 1.0)
+    assert [d[:20] for d in sent(layer)] == [b"SIP/2.0 180 Ringing\r"]
+    early = request()
+    layer.receive(early, PEER, False, 2.0)
+    layer.receive(early, PEER, False, 2.05)  # a retransmission gets the 100 at once
+    assert sent(layer)[0].startswith(b"SIP/2.0 100 Trying")
+
+
 def test_invite_server_sends_trying_and_absorbs_retransmission() -> None:
     layer = TransactionLayer(T)
     req = request()
     layer.receive(req, PEER, False, 0.0)
+    assert sent(layer) == []
+    layer.handle_timer(0.2)
     (trying,) = sent(layer)
     assert trying.startswith(b"SIP/2.0 100 Trying")
     (ev,) = events(layer)
@@ -234,7 +250,7 @@ def test_invite_server_timer_h_reports_missing_ack() -> None:
     layer.receive(req, PEER, True, 0.0)
     (ev,) = events(layer)
     layer.send_response(ev.tid, response(req, 404), 0.0)
-    assert len(sent(layer)) == 2  # 100 Trying, 404
+    assert len(sent(layer)) == 1  # the 404 (answered before a 100 Trying was due)
     assert run_until(layer, 40.0) == []
     assert events(layer) == [AckTimeout(ev.tid), Terminated(ev.tid)]
 
