@@ -26,6 +26,7 @@ from gateway.media.api import (
 from gateway.media.dtls import Role
 from gateway.media.dtls_identity import DtlsIdentity
 from gateway.media.dtls_leg import DtlsLeg
+from gateway.sdp.crypto import parse_crypto
 from gateway.sdp.dtls import (
     DtlsParams,
     Setup,
@@ -244,6 +245,11 @@ class MediaBridge:
             raise SdpError(488, "no session to offer yet")
         sdp = parse_sdp(state.sent.to_bytes())
         sdp.origin = self._bump_origin(leg)
+        for i, m in enumerate(sdp.media):
+            key = state.tx.get(i)
+            if key is not None:   # offer only the key in use, not every suite offered once
+                m.attributes = [a for a in m.attributes if a.name != "crypto"
+                                or parse_crypto(a.value or "").material == key.key]
         return sdp.to_bytes()
 
     async def local_answer(self, leg: int, offer: bytes, answer: bytes) -> None:
