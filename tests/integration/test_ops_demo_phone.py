@@ -37,7 +37,9 @@ async def test_plain_phones() -> None:
         r = phone.report
         assert r.sent >= 20 and r.peer_audio_ok == r.received >= 20 and r.suite is None
         assert r.peer_marker_in_clear == r.received  # plain RTP: the marker is on the wire
-    assert [t.split()[0:2] for t in a.trace][:2] == [["->", "INVITE"], ["<-", "100"]]
+    flow = [t.split()[:2] for t in a.trace if t.startswith(("->", "<-"))]
+    assert flow[:4] == [["->", "INVITE"], ["<-", "100"], ["<-", "180"], ["<-", "200"]]
+    assert "       m=audio" in "\n".join(a.trace) and "a=crypto" not in "\n".join(a.trace)
     assert "-> BYE" in " ".join(a.trace) and "<- BYE" in " ".join(b.trace)
 
 
@@ -57,6 +59,7 @@ async def test_srtp_phones_over_tls(tmp_path: Path, suite: str) -> None:
         assert r.suite == suite
         assert r.received >= 20 and r.peer_audio_ok == r.received and r.auth_failures == 0
         assert r.peer_marker_in_clear == 0  # encrypted on the wire
+        assert any("a=crypto:" in t and "inline:<redacted>" in t for t in phone.trace)
 
 
 async def test_srtp_phone_refuses_plain_offer() -> None:
