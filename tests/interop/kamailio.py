@@ -60,7 +60,7 @@ class Kamailio:
         run = self.dir / "run"
         run.mkdir(exist_ok=True)
         argv = ["kamailio", "-f", str(cfg), "-DD", "-E", "-Y", str(run),
-                "-P", str(run / "kamailio.pid"), "-m", "32", "-M", "8"]
+                "-P", str(run / "kamailio.pid"), "-m", "256", "-M", "16"]
         self.proc = procs.start(f"kamailio-{self.name}", argv, cwd=self.dir)
         wait_tcp(self.address, self.tls_port, 10, self.proc)
         return self.proc
