@@ -495,3 +495,28 @@ async def test_slow_handler_gets_100_trying_sent_for_it(keys: Keys) -> None:
     finally:
         sock.close()
         await stack.stop()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp", "tls"])
+async def test_ipv6_loopback(keys: Keys, transport: str) -> None:
+    import dataclasses
+
+    cfg = config(keys)
+    cfg = dataclasses.replace(cfg, listeners=tuple(dataclasses.replace(li, address="::1")
+                                                   for li in cfg.listeners))
+    handler = Answering()
+    server = await started(cfg, handler)
+    client = await started(cfg, Answering())
+    try:
+        port = server.bound(transport)[1]
+        resp = await asyncio.wait_for(client.request(
+            request("OPTIONS", f"v6-{transport}"),
+            Target(transport, "::1", port, listener=transport,  # type: ignore[arg-type]
+                   tls_identity=(GATEWAY_ID,))), 5)
+        assert resp.status == 200
+        via = handler.requests[0].request.top_via
+        assert via is not None and via.host == "[::1]" and via.received == "::1"
+        assert client.contact(transport).startswith("sip:[::1]:")
+    finally:
+        await client.stop()
+        await server.stop()
