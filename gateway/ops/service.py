@@ -221,7 +221,7 @@ class OpsService:
                 "reloads_ok": s.reloads.get("ok", 0),
                 "reloads_refused": s.reloads.get("refused", 0),
             },
-            "certificates": [{"name": c.name, "path": str(c.path),
+            "certificates": [{"name": c.name, "path": str(c.path), "subject": c.subject,
                               "days_left": round((c.not_after - self._clock()) / 86400, 1)}
                              for c in self.certs],
         }

@@ -310,6 +310,7 @@ async def test_certificate_reload_keeps_established_calls(rig: Rig) -> None:
     assert code == 200, body
     _, doc = await asyncio.to_thread(request, rig.admin, "GET", "/status")
     assert 29 < {c["name"]: c["days_left"] for c in doc["certificates"]}["tls"] <= 30
+    assert "gateway.srtpgw.test" in {c["name"]: c["subject"] for c in doc["certificates"]}["tls"]
     before = rig.secure.report.received
     await wait_for(lambda: rig.secure.report.received > before + 3)
     assert await rig.legacy.hangup() == 200
