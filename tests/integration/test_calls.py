@@ -62,7 +62,7 @@ class Rig:
         assert b.calls == {}
         assert b._dialogs == {} and b._invites == {} and b._media == {}
         assert b._by_session == {} and b._unacked == {} and b._acks == {}
-        assert b._late_acks == set()
+        assert b._late_acks == set() and not b._tasks
         assert self.gw.relay.totals().sessions_active == 0
 
     async def settle(self) -> None:
