@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import config_from_dict, load_config
 from gateway.ops.keys import init_keys
+from gateway.ops.metrics import Metrics, Stats
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -170,3 +172,18 @@ def test_containerfile_is_multistage_and_non_root() -> None:
     assert any(ln.startswith("COPY --from=build ") for ln in final)
     assert "uvloop" in text and "/healthz" in text and "STOPSIGNAL SIGTERM" in text
     assert not any("pip install" in ln for ln in final)  # nothing fetched in the run stage
+
+
+def test_prometheus_alerts_use_real_metrics() -> None:
+    """Every srtpgw_* series an alert names is one the gateway exports."""
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "srtpgw-alerts.yaml").read_text())
+    (group,) = rules["groups"]
+    assert group["rules"] and all({"alert", "expr"} <= set(r) for r in group["rules"])
+    stats = Stats(srtp_auth_failures={"srtp": 1}, srtp_replays={"srtp": 1},
+                  tls_failures={"timeout": 1}, reloads={"refused": 1},
+                  cert_expiry={"tls": 2e9})
+    exported = set()
+    for fam in text_string_to_metric_families(Metrics(lambda: stats).render().decode()):
+        exported.update(s.name for s in fam.samples)
+    named = {m for r in group["rules"] for m in re.findall(r"srtpgw_[a-z_]+", r["expr"])}
+    assert named and named <= exported, named - exported
