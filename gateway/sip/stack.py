@@ -180,6 +180,13 @@ class SipStack:
 
     # ------------------------------------------------------------------ receiving
     def _received(self, data: bytes, source: MessageSource) -> None:
+        try:
+            self._process(data, source)
+        except Exception:  # a bug must cost one message, not the listener or the connection
+            log.error("sip.internal_error", peer=f"{source.ip}:{source.port}",
+                      transport=source.transport, exc_info=True)
+
+    def _process(self, data: bytes, source: MessageSource) -> None:
         if self._admit is not None and not self._admit(source):
             self.counters["dropped"] += 1
             return

@@ -437,10 +437,10 @@ class SipTransports:
         stream: ByteStream = PlainStream(reader, writer)
         source = where
         if ctx is not None:
-            tls = TlsStream(ctx, reader, writer, server_side=False, server_hostname=sni)
             try:
+                tls = TlsStream(ctx, reader, writer, server_side=False, server_hostname=sni)
                 await tls.handshake(timeout)
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ValueError) as exc:  # ValueError: unusable SNI
                 writer.close()
                 self._tls_failed(where, _tls_reason(exc), direction="outbound")
                 raise TransportFailure(f"TLS to {target.host}:{target.port}: "
@@ -499,6 +499,8 @@ def _tls_reason(exc: BaseException) -> str:
         return str(exc.reason or exc.__class__.__name__).lower()
     if isinstance(exc, TimeoutError):
         return "handshake timeout"
+    if isinstance(exc, ValueError):
+        return "invalid server name"
     return type(exc).__name__
 
 

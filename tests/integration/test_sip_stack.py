@@ -520,3 +520,30 @@ async def test_ipv6_loopback(keys: Keys, transport: str) -> None:
     finally:
         await client.stop()
         await server.stop()
+
+
+async def test_failing_hook_costs_one_message_not_the_listener(keys: Keys) -> None:
+    calls: list[MessageSource] = []
+
+    def admit(source: MessageSource) -> bool:
+        calls.append(source)
+        if len(calls) == 1:
+            raise RuntimeError("firewall bug")
+        return True
+
+    from tests.integration.test_sip_helpers import capture
+
+    stack = await started(config(keys), Answering(), admit=admit)
+    sock = udp_socket()
+    try:
+        with capture() as cap:
+            sock.sendto(options(call_id="first"), stack.bound("udp"))
+            with pytest.raises(TimeoutError):
+                await udp_recv(sock, 0.3)
+            assert cap.events("sip.internal_error")
+        sock.sendto(options(call_id="second"), stack.bound("udp"))
+        resp = parse_message(await udp_recv(sock))
+        assert isinstance(resp, SipResponse) and resp.call_id == "second"
+    finally:
+        sock.close()
+        await stack.stop()

@@ -511,3 +511,16 @@ async def test_slow_body_cut_off_and_lone_crlf_tolerated(keys: Keys) -> None:
         writer.close()
     finally:
         await stack.stop()
+
+
+async def test_unusable_server_name_is_a_transport_failure(keys: Keys) -> None:
+    server = await started(config(keys), Answering())
+    client = await started(config(keys), Answering())
+    try:
+        with pytest.raises(TransportFailure, match="invalid server name"):
+            await asyncio.wait_for(client.request(request("OPTIONS", "bad-sni"), Target(
+                "tls", *server.bound("tls"), server_name="bad..name",
+                tls_identity=(GATEWAY_ID,))), 5)
+    finally:
+        await client.stop()
+        await server.stop()
