@@ -1,6 +1,6 @@
 """The back-to-back user agent: every call is two independent dialogs and one media session.
 
-Requests arrive from the SIP stack (after the firewall) through ``handle_request``,
+Requests arrive from the SIP stack (after the firewall) through ``handle``,
 ``handle_cancel`` and ``handle_ack_timeout``; the B2BUA answers on the same leg and, where the
 request means something to the other side, re-originates it there from that leg's own dialog
 state. Each INVITE and each relayed in-dialog request runs as one task; every path that ends a

@@ -68,6 +68,17 @@ def leg_policy(trunk: Trunk) -> LegPolicy:
     return policy
 
 
+# Attributes that name the other side's software (like User-Agent, which never crosses).
+_AGENT_ATTRIBUTES = ("tool",)
+
+
+def _scrub(sdp: SessionDescription) -> SessionDescription:
+    sdp.remove(*_AGENT_ATTRIBUTES)
+    for m in sdp.media:
+        m.remove(*_AGENT_ATTRIBUTES)
+    return sdp
+
+
 @dataclass(frozen=True, slots=True)
 class DtlsContext:
     """Our DTLS certificate (loaded once) and the [dtls] limits, for dtls-srtp trunks."""
@@ -183,7 +194,7 @@ class MediaBridge:
             attrs = self._dtls_offer_attrs(1 - src, i) if other.policy.media == "dtls-srtp" else ()
             streams.append(self._our_stream(1 - src, i, keys, attrs))
         origin = self._bump_origin(1 - src)
-        pending.our_offer = build_offer(nego.sdp, streams, other.policy, origin)
+        pending.our_offer = _scrub(build_offer(nego.sdp, streams, other.policy, origin))
         our_offer = pending.our_offer
         self._pending = pending
         if self._legs[src].sent is None:
@@ -219,7 +230,7 @@ class MediaBridge:
                                             p.answer_attrs.get(i, ())))
         origin = me.origin if p.answered and me.origin is not None else self._bump_origin(src)
         p.answered = True
-        ours = build_answer(p.offer, theirs.sdp, streams, me.policy, origin)
+        ours = _scrub(build_answer(p.offer, theirs.sdp, streams, me.policy, origin))
         me.sent = ours
         for i, (role, params) in p.starts.items():
             s = p.offer.streams[i]

@@ -32,7 +32,7 @@ CALLER_MARKS = ["mkvia", "mkbranch1", "mkrr1", "mkroute", "mkxheader", "mksubjec
                 "mkpai", "Mk Display", "mkppi", "mkcallinfo", "mkalert", "mkdiv", "mkhist",
                 "mkreply", "mkwarn.", "pbxmarkhost", "srtpgw-test-ua", "mksdpuser",
                 "mksdpsession", "mksdpinfo", "mksdpuri", "mksdpemail", "mksdpphone",
-                "mksdpmedia"]
+                "mksdpmedia", "mksdptool"]
 
 CALLEE_HEADERS = [
     ("X-Callee-Mark", "mkcallee"),
@@ -50,7 +50,8 @@ def marked_offer(ep: RtpEndpoint) -> str:
     return "\r\n".join([
         "v=0", f"o=mksdpuser 777001 1 IN IP4 {host}", "s=mksdpsession", "i=mksdpinfo",
         "u=http://mksdpuri.internal/", "e=mksdpemail@x.internal", "p=+1 555 0100 mksdpphone",
-        f"c=IN IP4 {host}", "t=0 0", f"m=audio {port} RTP/AVP 0", "i=mksdpmedia",
+        f"c=IN IP4 {host}", "t=0 0", "a=tool:mksdptool 1.0", f"m=audio {port} RTP/AVP 0",
+        "i=mksdpmedia",
         "a=rtpmap:0 PCMU/8000", "a=ptime:20", ""])
 
 
