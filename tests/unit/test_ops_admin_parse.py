@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.ops.admin import HttpError, Response, parse_head
 
@@ -44,3 +46,24 @@ def test_response_encoding() -> None:
     head, body = raw.split(b"\r\n\r\n")
     assert head.split(b"\r\n")[0] == b"HTTP/1.1 405 Method Not Allowed"
     assert b"Content-Length: 2" in head and b"Allow: POST" in head and body == b"{}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=600))
+def test_any_bytes_parse_or_give_a_typed_error(head: bytes) -> None:
+    try:
+        r = parse_head(head)
+    except HttpError as exc:
+        assert 400 <= exc.status < 500
+        return
+    assert r.path.startswith("/") and 0 <= r.content_length <= 1024
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=20), st.text(max_size=40)), max_size=8))
+def test_header_soup_parses_or_gives_a_typed_error(headers: list[tuple[str, str]]) -> None:
+    raw = "GET /status HTTP/1.1\r\n" + "\r\n".join(f"{k}: {v}" for k, v in headers)
+    try:
+        parse_head(raw.encode("utf-8", "surrogatepass"))
+    except HttpError as exc:
+        assert exc.status in (400, 411, 413)
