@@ -409,7 +409,13 @@ class TransactionLayer:
 
     def _arm(self, t: _Txn, name: str, when: float) -> None:
         t.deadlines[name] = when
-        heapq.heappush(self._heap, (when, next(self._seq), t.tid, name))
+        heap = self._heap
+        heapq.heappush(heap, (when, next(self._seq), t.tid, name))
+        if len(heap) > 1024 + 8 * len(self._txns):  # mostly cancelled entries: compact
+            txns = self._txns
+            self._heap = [e for e in heap if (x := txns.get(e[2])) is not None
+                          and x.deadlines.get(e[3]) == e[0]]
+            heapq.heapify(self._heap)
 
     def _arm_or_end(self, t: _Txn, name: str, now: float, delay: float) -> None:
         if delay > 0:

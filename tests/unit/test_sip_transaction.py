@@ -427,3 +427,14 @@ def test_forget_ends_without_answer() -> None:
     assert layer.forget(ev.tid) and not layer.forget(ev.tid)
     assert sent(layer) == [] and events(layer) == [Terminated(ev.tid)]
     assert not layer.send_response(ev.tid, response(request("OPTIONS"), 200), 0.1)
+
+
+def test_timer_heap_stays_bounded() -> None:
+    layer = TransactionLayer(T)
+    for i in range(5000):
+        req = request("OPTIONS")
+        layer.receive(req, PEER, True, float(i))
+        (ev,) = [e for e in events(layer) if isinstance(e, RequestReceived)]
+        layer.send_response(ev.tid, response(req, 200), float(i))  # cancels timer Y
+    assert len(layer) == 0 and len(layer._heap) <= 1024
+    sent(layer)
