@@ -1,8 +1,12 @@
-"""SIPp (UDP) -> Kamailio -> mutual TLS -> srtpgw secure side -> legacy side (UDP) -> SIPp.
+"""SIPp and Kamailio (mutual TLS) around srtpgw, signalling only (SIPp cannot do SRTP).
 
-Signalling only (SIPp cannot do SRTP): the secure-side offer carries an ``a=crypto`` line, the
-legacy side must see a plain RTP/AVP offer with no keys and none of the caller's addresses, and
-the secure side must get an SDES answer from the gateway's own keys.
+Inbound: SIPp UAC (UDP) -> Kamailio -> TLS -> srtpgw secure side -> legacy side (UDP) -> SIPp UAS.
+The secure-side offer carries an ``a=crypto`` line; the legacy side must see a plain RTP/AVP
+offer with no keys and none of the caller's addresses, and the secure side an SDES answer made
+from the gateway's own keys.
+Outbound: SIPp UAC (UDP) -> srtpgw legacy side -> secure side -> TLS (the gateway's client
+certificate) -> Kamailio -> SIPp UAS: the secure side gets an SDES offer, the legacy side a plain
+answer.
 """
 
 from __future__ import annotations
@@ -24,33 +28,41 @@ from tests.interop.test_harness_sipp import PAIRS
 
 pytestmark = pytest.mark.interop
 
+ANSWERED = ("basic", "callee_bye", "hold_resume")
+
 
 @dataclass
 class Chain:
     gateway: Gateway
     kamailio: Kamailio
-    uas: Sipp | None
+    uac_address: str
 
 
-def _chain(tmp_path: Path, procs: Procs, pki: Pki, uas: Sipp | None, **gw: object) -> Chain:
-    """Kamailio and srtpgw pointing at each other (and the gateway's legacy side at ``uas``)."""
+def _chain(tmp_path: Path, procs: Procs, pki: Pki, *, inbound: bool,
+           uas: Sipp | None) -> Chain:
+    """Kamailio and srtpgw pointing at each other; ``uas`` behind the gateway (inbound) or
+    behind Kamailio (outbound)."""
     for tool in ("sipp", "kamailio"):
         require_tool(tool)
-    kam = Kamailio("carrier", tmp_path, loopback_address(), tls_target="",
-                   udp_target="sip:127.0.0.9:9", certificate=pki.keys.peer_cert,
-                   private_key=pki.keys.peer_key, ca_file=pki.keys.ca_cert)
-    legacy_peer = uas.addr if uas else f"{loopback_address()}:9"
-    gateway = Gateway(tmp_path, pki.keys.dir, legacy_peer=legacy_peer,
+    uac_address = loopback_address()
+    kam = Kamailio("carrier", tmp_path, loopback_address(), tls_target="sip:127.0.0.9:9",
+                   udp_target=f"sip:{uas.addr}" if uas and not inbound else "sip:127.0.0.9:9",
+                   certificate=pki.keys.peer_cert, private_key=pki.keys.peer_key,
+                   ca_file=pki.keys.ca_cert)
+    legacy = uas.address if uas and inbound else uac_address
+    gateway = Gateway(tmp_path, pki.keys.dir,
+                      legacy_peer=uas.addr if uas and inbound else f"{legacy}:9",
                       secure_peer=f"{kam.address}:{kam.tls_port}",
-                      legacy_sources=[f"{legacy_peer.split(':')[0]}/32"],
+                      legacy_sources=[f"{legacy}/32"],
                       # Kamailio's outgoing TLS connections leave from 127.0.0.1
-                      secure_sources=[f"{kam.address}/32", "127.0.0.1/32"], **gw)
-    kam.tls_target = f"sip:{gateway.address}:{gateway.tls_port};transport=tls"
+                      secure_sources=[f"{kam.address}/32", "127.0.0.1/32"])
+    if inbound:
+        kam.tls_target = f"sip:{gateway.address}:{gateway.tls_port};transport=tls"
     gateway.start(procs)
     kam.start(procs)
     if uas:
         uas.start(procs, calls=2, hold_ms=300, timeout=20)
-    return Chain(gateway, kam, uas)
+    return Chain(gateway, kam, uac_address)
 
 
 def _first(messages: str, start: str) -> str:
@@ -62,30 +74,50 @@ def _first(messages: str, start: str) -> str:
     raise AssertionError(f"no {start!r} in the SIPp trace")
 
 
-@pytest.mark.parametrize("case", sorted(PAIRS))
-def test_sipp_kamailio_tls_gateway(case: str, tmp_path: Path, procs: Procs, pki: Pki) -> None:
+def _run(case: str, tmp_path: Path, procs: Procs, pki: Pki, inbound: bool
+         ) -> tuple[Sipp, Sipp, Chain]:
     uac_xml, uas_xml, extra = PAIRS[case]
-    uas = Sipp("uas", uas_xml, tmp_path, loopback_address(), keys={**PLAIN, **extra})
-    chain = _chain(tmp_path, procs, pki, uas)
-    uac = Sipp("uac", uac_xml, tmp_path, loopback_address(), keys=sdes())
-    uac.start(procs, chain.kamailio.udp_addr, calls=2, rate=5, hold_ms=300, timeout=20)
+    uas_keys = PLAIN if inbound else sdes()
+    uas = Sipp("uas", uas_xml, tmp_path, loopback_address(), keys={**uas_keys, **extra})
+    chain = _chain(tmp_path, procs, pki, inbound=inbound, uas=uas)
+    uac = Sipp("uac", uac_xml, tmp_path, chain.uac_address, keys=sdes() if inbound else PLAIN)
+    target = chain.kamailio.udp_addr if inbound else chain.gateway.udp_uri_host
+    uac.start(procs, target, calls=2, rate=5, hold_ms=300, timeout=20)
     assert uac.wait(25) == 0, uac.report() + uas.report() + procs.tails()
     assert uas.wait(15) == 0, uas.report() + procs.tails()
+    return uac, uas, chain
 
+
+@pytest.mark.parametrize("case", sorted(PAIRS))
+def test_sipp_kamailio_tls_gateway(case: str, tmp_path: Path, procs: Procs, pki: Pki) -> None:
+    uac, uas, chain = _run(case, tmp_path, procs, pki, inbound=True)
     invite = _first(uas.messages(), "INVITE ")
     assert "m=audio" in invite and "RTP/AVP" in invite
     assert "a=crypto" not in invite and "RTP/SAVP" not in invite
     assert uac.address not in invite and chain.kamailio.address not in invite  # topology hidden
-    if case in ("basic", "callee_bye", "hold_resume"):
+    if case in ANSWERED:
         answer = _first(uac.messages(), "SIP/2.0 200 ")
         assert "RTP/SAVP" in answer
         assert re.search(r"a=crypto:\d+ AES_CM_128_HMAC_SHA1_80 inline:", answer)
         assert uas.address not in answer
 
 
+@pytest.mark.parametrize("case", sorted(PAIRS))
+def test_sipp_gateway_tls_kamailio(case: str, tmp_path: Path, procs: Procs, pki: Pki) -> None:
+    uac, uas, _ = _run(case, tmp_path, procs, pki, inbound=False)
+    invite = _first(uas.messages(), "INVITE ")
+    assert "RTP/SAVP" in invite
+    assert re.search(r"a=crypto:\d+ AES_CM_128_HMAC_SHA1_80 inline:", invite)
+    assert uac.address not in invite
+    if case in ANSWERED:
+        answer = _first(uac.messages(), "SIP/2.0 200 ")
+        assert "RTP/AVP" in answer and "a=crypto" not in answer and "RTP/SAVP" not in answer
+        assert uas.address not in answer
+
+
 def test_gateway_rejects_plain_offer_on_srtp_trunk(tmp_path: Path, procs: Procs,
                                                    pki: Pki) -> None:
-    chain = _chain(tmp_path, procs, pki, None)
-    uac = Sipp("uac", "uac_488.xml", tmp_path, loopback_address(), keys=dict(PLAIN))
+    chain = _chain(tmp_path, procs, pki, inbound=True, uas=None)
+    uac = Sipp("uac", "uac_488.xml", tmp_path, chain.uac_address, keys=dict(PLAIN))
     uac.start(procs, chain.kamailio.udp_addr, calls=1, timeout=15)
     assert uac.wait(20) == 0, uac.report() + procs.tails()
