@@ -43,6 +43,7 @@ REASONS = {
     513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline",
 }
 _SINGLE = ("call-id", "from", "to", "cseq", "max-forwards")
+_DIALOG_METHODS = ("INVITE", "SUBSCRIBE", "REFER", "NOTIFY")
 _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"  # any octet round-trips through str
 
@@ -195,10 +196,13 @@ class SipRequest(SipMessage):
 
     def create_response(self, status: int, reason: str | None = None, *,
                         to_tag: str | None = None) -> SipResponse:
-        """A response copying Via, From, To, Call-ID and CSeq (§8.2.6.2)."""
+        """A response copying Via, From, To, Call-ID and CSeq (§8.2.6.2), plus Record-Route
+        when it can establish a dialog (§12.1.1) and Timestamp in a 100 (§8.2.6.1)."""
         headers = Headers()
+        copy_rr = 100 < status < 300 and self.method in _DIALOG_METHODS
         for name, value in self.headers:
-            if name in ("Via", "From", "Call-ID", "CSeq"):
+            if name in ("Via", "From", "Call-ID", "CSeq") or (
+                    name == "Record-Route" and copy_rr) or (name == "Timestamp" and status == 100):
                 headers.add(name, value)
             elif name == "To":
                 if to_tag is not None and status > 100 and self.to.tag is None:

@@ -260,6 +260,19 @@ def test_create_response_copies_dialog_headers() -> None:
     assert isinstance(out, SipResponse) and out.status == 180 and out.reason == "Ringing"
     assert out.to.tag == "abc" and out.from_.tag == "1928301774"
     assert out.via == req.via and out.cseq == req.cseq and out.call_id == req.call_id
+    assert "Record-Route" not in out.headers
+
+
+def test_create_response_copies_record_route_for_dialogs_only() -> None:
+    data = INVITE.replace(b"c: application/sdp", b"Record-Route: <sip:p1;lr>, <sip:p2;lr>\r\n"
+                          b"Timestamp: 54\r\nc: application/sdp")
+    req = parse_message(data)
+    assert isinstance(req, SipRequest)
+    ok = req.create_response(200, to_tag="t")
+    assert ok.headers.get_all("Record-Route") == ["<sip:p1;lr>, <sip:p2;lr>"]
+    assert "Timestamp" not in ok.headers
+    assert "Record-Route" not in req.create_response(486, to_tag="t").headers
+    assert req.create_response(100).headers.get("Timestamp") == "54"
 
 
 LIMITS = ParseLimits(max_message_size=2000, max_headers=12, max_header_line=200,
