@@ -524,3 +524,18 @@ async def test_unusable_server_name_is_a_transport_failure(keys: Keys) -> None:
     finally:
         await client.stop()
         await server.stop()
+
+
+async def test_plain_sip_on_tls_port_refused(keys: Keys) -> None:
+    handler = Answering()
+    stack = await started(config(keys), handler)
+    try:
+        with capture() as cap:
+            reader, writer = await asyncio.open_connection(*stack.bound("tls"))
+            writer.write(options("TCP"))
+            assert await closed_by_peer(reader, 3)
+            reasons = await failure_reason(cap)
+        assert reasons and handler.requests == []
+        writer.close()
+    finally:
+        await stack.stop()
