@@ -124,6 +124,16 @@ async def test_missing_client_certificate_refused_when_required(keys: Keys) -> N
         await stack.stop()
 
 
+async def test_client_auth_off_does_not_ask_for_a_certificate(keys: Keys) -> None:
+    handler = Answering()
+    stack = await started(config(keys, client_auth="off"), handler)
+    try:
+        assert await tls_attempt(stack.bound("tls"), client_tls(keys, cert="peer")) == "answered"
+        assert handler.requests[0].source.tls_identities == ()  # never requested
+    finally:
+        await stack.stop()
+
+
 async def test_missing_client_certificate_allowed_when_optional(keys: Keys) -> None:
     handler = Answering()
     stack = await started(config(keys, client_auth="optional"), handler)
