@@ -158,10 +158,13 @@ class SipStack:
         self._clients.clear()
 
     def reload_tls(self, config: Config | None = None) -> None:
-        """Load certificates and keys again for new connections (established ones stay)."""
+        """Load certificates and keys again for new connections (established ones stay), and
+        take the new SIP limits and timers. Raises, changing nothing, when a file is unusable."""
+        self.transports.reload_tls(config)
         if config is not None:
             self.config = config
-        self.transports.reload_tls(config)
+            self._limits = ParseLimits.from_config(config.sip)
+            self.layer.timers = Timers.from_config(config.sip)
 
     def bound(self, listener: str) -> tuple[str, int]:
         return self.transports.bound(listener)

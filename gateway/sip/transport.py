@@ -191,14 +191,17 @@ class SipTransports:
         self._udp.clear()
 
     def reload_tls(self, config: Config | None = None) -> None:
-        """New SSL contexts for new connections; established ones keep theirs."""
-        if config is not None:
-            self.config = config
-        cfg = self.config
+        """New SSL contexts (and SIP limits) for new connections; established ones keep theirs.
+
+        All-or-nothing: if a certificate or key cannot be loaded, this raises (ssl.SSLError or
+        OSError) and everything stays as it was. Listeners are not re-bound."""
+        cfg = config or self.config
         contexts = {li.name: server_context(cfg.tls, li.tls_client_auth)
                     for li in cfg.listeners if li.transport == "tls"}
         needs_client = contexts or any(t.transport == "tls" for t in cfg.trunks)
         client = client_context(cfg.tls) if needs_client else None
+        self.config = cfg
+        self._limits = ParseLimits.from_config(cfg.sip)
         self._server_ctx = contexts
         self._client_ctx = client
 

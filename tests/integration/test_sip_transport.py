@@ -549,3 +549,17 @@ async def test_plain_sip_on_tls_port_refused(keys: Keys) -> None:
         writer.close()
     finally:
         await stack.stop()
+
+
+async def test_failed_reload_changes_nothing(keys: Keys,
+                                             tmp_path_factory: pytest.TempPathFactory) -> None:
+    stack = await started(config(keys), Answering())
+    try:
+        broken = dataclasses.replace(config(keys), tls=dataclasses.replace(
+            config(keys).tls, certificate=tmp_path_factory.mktemp("none") / "missing.crt"))
+        with pytest.raises(OSError):
+            stack.reload_tls(broken)
+        assert stack.config.tls.certificate == keys.pem("gateway.crt")
+        assert await tls_attempt(stack.bound("tls"), client_tls(keys)) == "answered"
+    finally:
+        await stack.stop()
