@@ -214,6 +214,11 @@ class Headers:
 def parse_params(text: str, pos: int, what: str) -> dict[str, str | None]:
     """``*( SEMI generic-param )`` from ``pos`` to the end of ``text``; names lower-cased."""
     params: dict[str, str | None] = {}
+    if g.FAST_PARAMS_RE.fullmatch(text, pos):
+        for item in text[pos + 1:].split(";") if pos < len(text) else ():
+            name, eq, value = item.partition("=")
+            params[name.lower()] = value if eq else None
+        return params
     n = len(text)
     while pos < n:
         m = g.GENERIC_PARAM_RE.match(text, pos)
