@@ -123,7 +123,8 @@ GENERIC_PARAM_RE = re.compile(
 
 # The common shape of the above: no LWS and no quoted-string values, so one match and a split.
 # A value is a token, a host or an IPv6 address (none contain ";" or "=").
-FAST_PARAMS_RE = re.compile(r"(?:;" + TOKEN + r"(?:=[A-Za-z0-9\-.!%*_+`'~\[\]:]+)?)*")
+FAST_PARAMS_RE = re.compile(r"(?:;" + TOKEN + r"(?:=(?:[0-9A-Fa-f]*:[0-9A-Fa-f:.]+|"
+                            r"\[[0-9A-Fa-f:.]+\]|" + TOKEN + r"))?)*")
 
 # display-name   =  *(token LWS)/ quoted-string
 # name-addr      =  [ display-name ] LAQUOT addr-spec RAQUOT

@@ -219,6 +219,11 @@ def parse_params(text: str, pos: int, what: str) -> dict[str, str | None]:
             name, eq, value = item.partition("=")
             params[name.lower()] = value if eq else None
         return params
+    return _parse_params_lws(text, pos, what)
+
+
+def _parse_params_lws(text: str, pos: int, what: str) -> dict[str, str | None]:
+    params: dict[str, str | None] = {}
     n = len(text)
     while pos < n:
         m = g.GENERIC_PARAM_RE.match(text, pos)

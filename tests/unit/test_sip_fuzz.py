@@ -99,3 +99,24 @@ def test_framer_total(seed: bytes, cuts: list[int]) -> None:
             last = p
     except SipParseError as exc:
         assert exc.status in (400, 413)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["tag", "branch", "rport", "lr", "x-y", "Q", "a%b"]),
+                          st.one_of(st.none(), st.sampled_from(
+                              ["1", "z9hG4bK.x", "::1", "2001:db8::1", "[::1]", "]:[", "a:b",
+                               "192.0.2.1", '"q"', "", "a b", "é"]))),
+                max_size=4))
+def test_fast_params_path_agrees_with_grammar(items: list[tuple[str, str | None]]) -> None:
+    from gateway.sip.headers import _parse_params_lws, parse_params
+
+    text = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in items)
+    try:
+        slow = _parse_params_lws(text, 0, "x")
+    except SipParseError:
+        slow = None
+    try:
+        fast = parse_params(text, 0, "x")
+    except SipParseError:
+        fast = None
+    assert fast == slow
