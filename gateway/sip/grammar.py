@@ -103,6 +103,16 @@ URI_PARAM_RE = re.compile(r";(" + PARAMCHAR + r")(?:=(" + PARAMCHAR + r"))?")
 HNV = r"(?:[" + UNRESERVED + r"\[\]/?:+$]|" + ESCAPED + r")"
 URI_HEADER_RE = re.compile(r"(" + HNV + r"+)=(" + HNV + r"*)")
 
+# SIP-URI          =  "sip:" [ userinfo ] hostport
+#                     uri-parameters [ headers ]
+# SIPS-URI         =  "sips:" [ userinfo ] hostport
+#                     uri-parameters [ headers ]
+# (its everyday shape only: no password, escapes, user-unreserved punctuation or headers; the
+# rest goes through the rule-by-rule parser)
+SIP_URI_FAST_RE = re.compile(
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?(" + HOST + r")(?::([0-9]{1,5}))?"
+    r"((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+)?)*)")
+
 # absoluteURI    =  scheme ":" ( hier-part / opaque-part )
 # scheme         =  ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
 # opaque-part    =  uric-no-slash *uric

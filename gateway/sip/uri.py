@@ -100,15 +100,9 @@ def _params(text: str, pos: int, params: dict[str, str | None]) -> int:
     return pos
 
 
-# The everyday shape (no password, escapes or user-unreserved punctuation) in one match.
-_FAST = re.compile(r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,]+)@)?(" + g.HOST
-                   + r")(?::([0-9]{1,5}))?((?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+"
-                   r"(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+)?)*)")
-
-
 def parse_uri(text: str) -> Uri:
     """Parse any absolute URI; SIP/SIPS/TEL get full structure. Raises SipParseError(400)."""
-    f = _FAST.fullmatch(text)
+    f = g.SIP_URI_FAST_RE.fullmatch(text)
     if f is not None:
         scheme, user, host, port, params = f.groups()
         if port is None or int(port) <= 65535:

@@ -120,3 +120,29 @@ def test_fast_params_path_agrees_with_grammar(items: list[tuple[str, str | None]
     except SipParseError:
         fast = None
     assert fast == slow
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(["sip", "sips"]),
+       st.one_of(st.none(), st.from_regex(r"[A-Za-z0-9+.\-&=$,]{1,12}", fullmatch=True)),
+       st.sampled_from(["h", "example.com", "a-b.c_d", "192.0.2.1", "[2001:db8::1]", "-x", "a."]),
+       st.one_of(st.none(), st.integers(0, 70000)),
+       st.lists(st.tuples(st.sampled_from(["lr", "transport", "maddr", "x[1]", "a:b"]),
+                          st.one_of(st.none(), st.sampled_from(["udp", "TLS", "1.2.3.4", "$&+"]))),
+                max_size=3))
+def test_fast_uri_path_agrees_with_grammar(scheme: str, user: str | None, host: str,
+                                           port: int | None,
+                                           params: list[tuple[str, str | None]]) -> None:
+    from gateway.sip.uri import _parse_sip
+
+    rest = (f"{user}@" if user else "") + host + (f":{port}" if port is not None else "")
+    rest += "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
+    try:
+        slow = _parse_sip(scheme, rest)
+    except SipParseError:
+        slow = None
+    try:
+        fast = parse_uri(f"{scheme}:{rest}")
+    except SipParseError:
+        fast = None
+    assert fast == slow
