@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from gateway.sip import grammar as g
 from gateway.sip.errors import SipParseError
-from gateway.sip.uri import SipUri, Uri, parse_uri
+from gateway.sip.uri import Uri, parse_uri
 
 # RFC 3261 §7.3.3 and the IANA registry of compact forms.
 COMPACT = {
@@ -384,9 +384,3 @@ def parse_cseq(text: str) -> CSeq:
         raise SipParseError(400, "CSeq number out of range")
     return CSeq(number, m.group(2))
 
-
-def sip_uri(uri: Uri) -> SipUri:
-    """The URI as a SipUri, or a 416 for schemes SIP cannot route."""
-    if not isinstance(uri, SipUri):
-        raise SipParseError(416, "Unsupported URI Scheme")
-    return uri
