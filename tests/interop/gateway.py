@@ -38,6 +38,7 @@ class Gateway:
     rate: float = 20.0  # new dialogs per second per source and per trunk
     log_level: str = "info"
     secure_transport: str = "tls"  # "udp" only for load baselines (SDES keys in clear)
+    secure_media: str = "srtp"  # or "dtls-srtp"
     media_ports: int = MEDIA_PORTS
     address: str = field(default_factory=loopback_address)
 
@@ -61,7 +62,8 @@ class Gateway:
             legacy_sources=json.dumps(list(self.legacy_sources)),
             secure_sources=json.dumps(list(self.secure_sources)),
             suites=json.dumps(list(self.suites)), rate=f"{self.rate:.1f}", burst=burst,
-            secure_transport=self.secure_transport, secure_identity=(
+            secure_transport=self.secure_transport, secure_media=self.secure_media,
+            secure_identity=(
                 'tls_server_name = "peer.srtpgw.test"\ntls_identity = ["sip:peer.srtpgw.test"]'
                 if self.secure_transport == "tls" else "allow_sdes_over_insecure = true"),
             pike_max=max(200, int(self.rate * 4)))

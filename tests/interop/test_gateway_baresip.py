@@ -1,4 +1,5 @@
-"""baresip over TLS + SDES-SRTP <-> srtpgw <-> baresip over UDP + plain RTP, both directions.
+"""baresip over TLS + SRTP (SDES, and DTLS-SRTP) <-> srtpgw <-> baresip over UDP + plain RTP,
+both directions.
 
 Each phone plays its own tone and records what it hears; tshark watches both sides: the secure
 side must carry no plain RTP and no clear-text SIP, the legacy side no ``a=crypto``, while the
@@ -36,10 +37,11 @@ class Scene:
     legacy: Softphone
 
 
-def _scene(tmp_path: Path, procs: Procs, pki: Pki, suite: str) -> Scene:
+def _scene(tmp_path: Path, procs: Procs, pki: Pki, suite: str, dtls: bool = False) -> Scene:
     for tool in ("baresip", "tshark"):
         require_tool(tool)
-    secure = Softphone("carrier", workdir=tmp_path, tone_hz=SECURE_HZ, mediaenc="srtp-mand",
+    secure = Softphone("carrier", workdir=tmp_path, tone_hz=SECURE_HZ,
+                       mediaenc="dtls_srtp" if dtls else "srtp-mand",
                        certificate=pki.peer_pem, ca_file=pki.keys.ca_cert)
     legacy = Softphone("pbx", workdir=tmp_path, tone_hz=LEGACY_HZ)
     gw = Gateway(tmp_path, pki.keys.dir,
@@ -47,7 +49,7 @@ def _scene(tmp_path: Path, procs: Procs, pki: Pki, suite: str) -> Scene:
                  secure_peer=f"{secure.address}:{secure.tls_port}",
                  legacy_sources=[f"{legacy.address}/32"],
                  secure_sources=[f"{secure.address}/32"],
-                 suites=[suite])
+                 suites=[suite], secure_media="dtls-srtp" if dtls else "srtp")
     gw.start(procs)
     return Scene(gw, secure, legacy)
 
@@ -67,13 +69,14 @@ def _run_call(tmp_path: Path, procs: Procs, scene: Scene, caller: Softphone, cal
     return secure_cap, legacy_cap
 
 
-def _check(scene: Scene, suite: str, secure_cap: Capture, legacy_cap: Capture) -> None:
+def _check(scene: Scene, keyed: str, secure_cap: Capture, legacy_cap: Capture) -> None:
+    """``keyed``: the line the secure phone logs once its SRTP keys are in place."""
     secure, legacy = scene.secure, scene.legacy
     # Each side heard the other's tone for most of the call, and not its own.
     assert tone_coverage(read_samples(secure.recording()), LEGACY_HZ) > 0.6
     assert tone_coverage(read_samples(legacy.recording()), SECURE_HZ) > 0.6
     assert tone_coverage(read_samples(legacy.recording()), LEGACY_HZ) < 0.05
-    assert f"SRTP is Enabled (cryptosuite={suite})" in secure.log()
+    assert keyed in secure.log()
     assert "SRTP is Enabled" not in legacy.log()
 
     # Secure side: media flows, but none of it is plain RTP or decodes to either tone.
@@ -90,7 +93,7 @@ def _check(scene: Scene, suite: str, secure_cap: Capture, legacy_cap: Capture) -
     legacy_udp = legacy_cap.udp()
     sip = sip_texts(d.payload for d in legacy_udp)
     assert any(b"m=audio" in s for s in sip)
-    assert not any(b"a=crypto" in s or b"RTP/SAVP" in s for s in sip)
+    assert not any(b"a=crypto" in s or b"RTP/SAVP" in s or b"a=fingerprint" in s for s in sip)
     to_legacy = [d.payload for d in legacy_udp
                  if legacy.rtp_min <= d.dport < legacy.rtp_min + RTP_SPAN]
     assert audible_tone(plain_pcmu(to_legacy), SECURE_HZ) > 0.6
@@ -102,11 +105,24 @@ def test_legacy_calls_secure_through_gateway(suite: str, tmp_path: Path, procs: 
     scene = _scene(tmp_path, procs, pki, suite)
     caps = _run_call(tmp_path, procs, scene, scene.legacy, scene.secure,
                      f"sip:carrier@{scene.gateway.udp_uri_host}")
-    _check(scene, suite, *caps)
+    _check(scene, f"SRTP is Enabled (cryptosuite={suite})", *caps)
 
 
 def test_secure_calls_legacy_through_gateway(tmp_path: Path, procs: Procs, pki: Pki) -> None:
     scene = _scene(tmp_path, procs, pki, BARESIP_OFFERS)
     caps = _run_call(tmp_path, procs, scene, scene.secure, scene.legacy,
                      f"sip:pbx@{scene.gateway.tls_uri_host}")
-    _check(scene, BARESIP_OFFERS, *caps)
+    _check(scene, f"SRTP is Enabled (cryptosuite={BARESIP_OFFERS})", *caps)
+
+
+@pytest.mark.parametrize("direction", ["legacy_calls_secure", "secure_calls_legacy"])
+def test_dtls_srtp_baresip_through_gateway(direction: str, tmp_path: Path, procs: Procs,
+                                           pki: Pki) -> None:
+    scene = _scene(tmp_path, procs, pki, BARESIP_OFFERS, dtls=True)
+    if direction == "legacy_calls_secure":
+        caps = _run_call(tmp_path, procs, scene, scene.legacy, scene.secure,
+                         f"sip:carrier@{scene.gateway.udp_uri_host}")
+    else:
+        caps = _run_call(tmp_path, procs, scene, scene.secure, scene.legacy,
+                         f"sip:pbx@{scene.gateway.tls_uri_host}")
+    _check(scene, "DTLS-SRTP complete (audio/RTP) Profile=AES_CM_128_HMAC_SHA1_80", *caps)
