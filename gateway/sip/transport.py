@@ -153,7 +153,8 @@ class SipTransports:
         self._client_ctx: ssl.SSLContext | None = None
         self.counters = {"accepted": 0, "refused": 0, "tls_failures": 0, "framing_errors": 0,
                          "timeouts": 0}
-        self.max_connections = 10000  # inbound; more are closed at accept
+        self.max_connections = 10000  # inbound, handshaking ones included; more are closed
+        self._handshaking = 0
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -240,7 +241,7 @@ class SipTransports:
                 self.counters["refused"] += 1
                 writer.close()
                 return
-            if len(self._conns) >= self.max_connections:
+            if len(self._conns) + self._handshaking >= self.max_connections:
                 self.counters["refused"] += 1
                 security_event("sip.connection_limit", peer=_peer(source),
                                listener=listener.name, limit=self.max_connections)
@@ -248,7 +249,11 @@ class SipTransports:
                 return
             stream: ByteStream = PlainStream(reader, writer)
             if listener.transport == "tls":
-                tls = await self._handshake(listener, source, reader, writer)
+                self._handshaking += 1
+                try:
+                    tls = await self._handshake(listener, source, reader, writer)
+                finally:
+                    self._handshaking -= 1
                 if tls is None:
                     writer.close()
                     return

@@ -563,3 +563,18 @@ async def test_failed_reload_changes_nothing(keys: Keys,
         assert await tls_attempt(stack.bound("tls"), client_tls(keys)) == "answered"
     finally:
         await stack.stop()
+
+
+async def test_connection_limit_counts_stalled_handshakes(keys: Keys) -> None:
+    stack = await started(config(keys), Answering())
+    stack.transports.max_connections = 2
+    try:
+        stalled = [await asyncio.open_connection(*stack.bound("tls")) for _ in range(2)]
+        await asyncio.sleep(0.1)  # both are waiting for a ClientHello
+        assert await tls_attempt(stack.bound("tls"), client_tls(keys)) != "answered"
+        for _, w in stalled:
+            w.close()
+        await asyncio.sleep(0.1)
+        assert await tls_attempt(stack.bound("tls"), client_tls(keys)) == "answered"
+    finally:
+        await stack.stop()
