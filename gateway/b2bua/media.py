@@ -72,10 +72,15 @@ def leg_policy(trunk: Trunk) -> LegPolicy:
 _AGENT_ATTRIBUTES = ("tool",)
 
 
-def _scrub(sdp: SessionDescription) -> SessionDescription:
+def _scrub(sdp: SessionDescription, *, feedback: bool = True) -> SessionDescription:
+    """Drop agent attributes; without ``feedback``, offer the plain RTP/AVP or RTP/SAVP
+    profile: a WebRTC-style SAVPF offer must not reach a PBX as AVPF, which most refuse."""
     sdp.remove(*_AGENT_ATTRIBUTES)
     for m in sdp.media:
         m.remove(*_AGENT_ATTRIBUTES)
+        if not feedback and m.proto.upper() in ("RTP/AVPF", "RTP/SAVPF"):
+            m.proto = m.proto[:-1]
+            m.remove("rtcp-fb")
     return sdp
 
 
@@ -194,7 +199,8 @@ class MediaBridge:
             attrs = self._dtls_offer_attrs(1 - src, i) if other.policy.media == "dtls-srtp" else ()
             streams.append(self._our_stream(1 - src, i, keys, attrs))
         origin = self._bump_origin(1 - src)
-        pending.our_offer = _scrub(build_offer(nego.sdp, streams, other.policy, origin))
+        pending.our_offer = _scrub(build_offer(nego.sdp, streams, other.policy, origin),
+                                   feedback=other.policy.media == "dtls-srtp")
         our_offer = pending.our_offer
         self._pending = pending
         if self._legs[src].sent is None:

@@ -113,6 +113,8 @@ async def test_dtls_srtp_caller_to_plain_rtp(rig: Rig) -> None:
         assert final.status == 200
         ours = parse_media(final.body)[0]
         assert ours.proto == "UDP/TLS/RTP/SAVPF" and "setup:active" in ours.attributes
+        # the feedback profile stays on the DTLS leg: the PBX is offered plain RTP/AVP
+        assert parse_media(rig.pbx.requests("INVITE")[0].body)[0].proto == "RTP/AVP"
         await asyncio.wait_for(asyncio.to_thread(peer.handshake, ours.addr), 8)
         assert peer.error is None and peer.tx is not None
         for seq in range(10):

@@ -84,9 +84,6 @@ def test_legacy_calls_dtls_carrier_through_gateway(tmp_path: Path, procs: Procs,
     check(*run_call(tmp_path, procs, pki, secure_calls=False))
 
 
-@pytest.mark.xfail(strict=True, reason="gateway.sdp.offer_answer keeps the feedback profile: "
-                   "baresip's UDP/TLS/RTP/SAVPF offer goes to the legacy leg as RTP/AVPF, which "
-                   "a plain baresip (like most PBXs) answers with 488")
 def test_dtls_carrier_calls_legacy_through_gateway(tmp_path: Path, procs: Procs,
                                                    pki: Pki) -> None:
     check(*run_call(tmp_path, procs, pki, secure_calls=True))
