@@ -4,7 +4,9 @@ N sessions (default 200), each with a plain RTP endpoint on leg 0 and an SRTP en
 both sending 20 ms packets to the relay; the offered rate is spread evenly over the 2N streams.
 Every received packet is verified (the SRTP side decrypts it with the relay's outbound key, the
 plain side checks the sender's SSRC). Reports delivered pps, loss, one-way latency through the
-relay (p50/p99, sender clock to receiver clock, both CLOCK_MONOTONIC) and the same for a direct
+relay (p50/p99: the sender's CLOCK_REALTIME stamp in the payload, taken just before sendto, to the
+kernel's SO_TIMESTAMPNS stamp when the packet reached the receiving socket, so the generator's
+own scheduling delays do not count) and the same for a direct
 generator-to-generator baseline, whose difference is the latency the relay adds; relay CPU µs/packet
 (utime+stime from /proc/<pid>/stat over relayed packets), relay RSS per session and the
 generator's own CPU. Progress line each second, then a table and one JSON line.
@@ -34,11 +36,14 @@ from typing import Any
 
 from gateway.media.api import Address, LegConfig, RelayTotals, SrtpParams, generate_params
 from gateway.media.control import RelayClient
-from gateway.media.srtp import MAX_PACKET, PacketBuffer, SrtpContext, protect_rtp, unprotect_rtp
+from gateway.media.srtp import PacketBuffer, SrtpContext, protect_rtp, unprotect_rtp
 
 PAYLOAD = 160  # PCMU, 20 ms
 _HDR = struct.Struct("!BBHII")
 _STAMP = struct.Struct("!Q")
+_TIMESPEC = struct.Struct("@qq")
+_ANC = socket.CMSG_SPACE(_TIMESPEC.size)
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)  # Linux; Python < 3.13 lacks the name
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -80,6 +85,7 @@ class LoadGenerator:
             s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
                               socket.SOCK_DGRAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             s.bind((host, 0))
             s.setblocking(False)
             self.socks.append(s)
@@ -130,6 +136,8 @@ class LoadGenerator:
         sent = received = bad = 0
         seqs = [0] * nstreams
         clock = time.monotonic_ns
+        wall = time.time_ns  # same clock as the kernel's SO_TIMESTAMPNS receive stamps
+        bufs = [data]
         cpu0 = time.process_time()
         t0 = clock()
         end = t0 + int(duration * 1e9)
@@ -146,7 +154,7 @@ class LoadGenerator:
                     seq = seqs[k]
                     seqs[k] = seq + 1
                     _HDR.pack_into(odata, 0, 0x80, 0, seq & 0xFFFF, (seq * 160) & 0xFFFFFFFF, k)
-                    _STAMP.pack_into(odata, 12, clock())
+                    _STAMP.pack_into(odata, 12, wall())
                     n = 12 + PAYLOAD
                     tx = txs[k]
                     if tx is not None:
@@ -169,10 +177,11 @@ class LoadGenerator:
                 rx = rxs[k]
                 while True:
                     try:
-                        n = sock.recv_into(data, MAX_PACKET)
+                        n, anc, _flags, _addr = sock.recvmsg_into(bufs, _ANC)
                     except BlockingIOError:
                         break
-                    arrived = clock()
+                    arrived = _TIMESPEC.unpack(anc[0][2]) if anc else (0, wall())
+                    arrived_ns = arrived[0] * 1_000_000_000 + arrived[1]
                     if rx is not None:
                         lenp[0] = n
                         if unprotect_rtp(rx.handle, cdata, lenp):
@@ -183,7 +192,7 @@ class LoadGenerator:
                         bad += 1
                         continue
                     received += 1
-                    latencies.append((arrived - _STAMP.unpack_from(data, 12)[0]) / 1000)
+                    latencies.append((arrived_ns - _STAMP.unpack_from(data, 12)[0]) / 1000)
             if progress is not None and now >= next_progress:
                 next_progress += 1_000_000_000
                 progress(min(now, end) - t0, sent, received, bad)
@@ -254,11 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="srtpgw-load-") as tmp:
         control = os.path.join(tmp, "relay.sock")
         relay = start_relay(control, args.port_min, args.port_max)
-        gen = LoadGenerator(args.sessions)
         try:
-            return _run(args, relay, control, gen)
+            gen = LoadGenerator(args.sessions)
+            try:
+                return _run(args, relay, control, gen)
+            finally:
+                gen.close()
         finally:
-            gen.close()
             relay.terminate()
             relay.wait(10)
 
