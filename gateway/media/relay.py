@@ -132,6 +132,8 @@ class MediaRelay:
         self._sessions[session_id] = sess
         self._created += 1
         self._arm_timer()
+        log.debug("media.session_created", session=session_id, streams=streams,
+                  rtcp_mux=f"{rtcp_mux[0]},{rtcp_mux[1]}")
         legs = tuple(tuple(self._local(ep) for ep in sess.legs[leg]) for leg in (0, 1))
         return SessionInfo(session_id, (legs[0], legs[1]))
 
@@ -231,6 +233,7 @@ class MediaRelay:
         sess = self._sessions.pop(session_id, None)
         if sess is not None:
             self._release(sess)
+            log.debug("media.session_closed", session=session_id)
 
     def _release(self, sess: _Session) -> None:
         totals = self._closed_totals
