@@ -144,7 +144,7 @@ class StreamStats:
     auth_failures: int = 0
     replays: int = 0
     drops: dict[str, int] = field(default_factory=dict)
-    last_packet: float | None = None  # loop time of the last valid packet received
+    last_packet: float | None = None  # loop time a valid packet was last seen (±1 s)
     latched_rtp: Address | None = None
     latched_rtcp: Address | None = None
 

@@ -3,12 +3,14 @@
 This is the relay's hot path. ``rtp_in``/``rtcp_in`` take a packet that the edge received into
 the shared ``PacketBuffer``, check it (authenticate and decrypt, or admit a plain source), protect
 it in place for the other leg (``peer``) and return how many bytes to send, 0 when it is dropped.
-Counters are plain ints; every drop is counted by cause. Nothing here logs, reads a clock or
-allocates per packet on the success path (a re-key window or RTCP copy the packet, being rare).
+Counters are plain ints; every drop is counted by cause. Nothing here logs or reads a clock, and
+an SRTP packet is never copied: libsrtp works in place. The only per-packet objects are a 4-byte
+SSRC slice on plain-to-SRTP legs; a re-key window and RTCP (both rare) copy the packet.
 
 Latching (no "RTP bleed"): an SRTP leg latches the source of a packet only after it
-authenticates; a plain leg admits only the signalled IP (or, with ``nat_learning``, the first
-source if nothing came from the signalled IP).
+authenticates (a later authenticated packet from elsewhere moves the latch: NAT rebinding); a
+plain leg admits only the signalled IP, any port (or, with ``nat_learning``, the first source when
+nothing came from the signalled IP first). Packets from anywhere else are dropped and counted.
 """
 
 from __future__ import annotations
