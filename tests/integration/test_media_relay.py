@@ -382,3 +382,36 @@ async def test_ipv6_loopback() -> None:
     await relay.close()
     a.close()
     b.close()
+
+
+async def test_roc_wrap_and_rekey_over_sockets(relay: MediaRelay) -> None:
+    """SRTP->SRTP across a sequence wrap, then an offer/answer re-key, with no packet lost."""
+    a, b = await Peer.open(), await Peer.open()
+    suite = "AES_CM_128_HMAC_SHA1_80"
+    a_key, relay_a, b_key, relay_b = (generate_params(suite) for _ in range(4))
+    info = await relay.create_session()
+    sid = info.session_id
+    await relay.update_leg(sid, 0, 0, LegConfig(remote_rtp=a.addr, rx=a_key, tx=relay_a))
+    await relay.update_leg(sid, 1, 0, LegConfig(remote_rtp=b.addr, rx=b_key, tx=relay_b))
+    a_tx, b_rx = SrtpContext(a_key, outbound=True), SrtpContext(relay_b, outbound=False)
+
+    async def through(first: int, count: int, tx: SrtpContext) -> None:
+        for seq in range(first, first + count):
+            a.send(tx.protect(rtp(seq)), info.local(0).rtp)
+            if seq % 50 == 0:  # keep socket queues short
+                await asyncio.sleep(0.005)
+        for seq in range(first, first + count):
+            assert b_rx.unprotect(await b.recv()) == rtp(seq)
+
+    await through(65_300, 400, a_tx)  # wraps at 65,536: ROC 0 -> 1 on both legs
+    new_key = generate_params(suite)
+    new_tx = SrtpContext(new_key, outbound=True)
+    await relay.add_rx(sid, 0, 0, new_key)  # re-INVITE offer from A carries a new key
+    await through(65_700, 10, a_tx)  # old key still good
+    await relay.update_leg(sid, 0, 0, LegConfig(remote_rtp=a.addr, rx=new_key, tx=relay_a))
+    await through(65_710, 10, new_tx)  # A switched after the answer; a fresh context: ROC 0
+    st = await relay.stats(sid)
+    assert st.auth_failures == 0 and st.replays == 0
+    assert st.legs[1][0].packets_out == 420
+    a.close()
+    b.close()
