@@ -58,6 +58,8 @@ class _Session:
     session_id: str
     legs: tuple[list[LegStream], list[LegStream]]
     sockets: list[socket.socket] = field(default_factory=list)
+    rtp_sockets: dict[int, socket.socket] = field(default_factory=dict)   # by leg port
+    rtcp_sockets: dict[int, socket.socket] = field(default_factory=dict)  # by leg port
     timeout: float = 60.0
     activity: list[tuple[int, int]] = field(default_factory=list)
     idle_since: list[float] = field(default_factory=list)
@@ -112,6 +114,8 @@ class MediaRelay:
             raise MediaError("relay is closed")
         if not 1 <= streams <= 16:
             raise InvalidParams(f"streams must be 1..16, got {streams}")
+        if timeout is not None and not 0 < timeout <= 86400:
+            raise InvalidParams(f"timeout must be 0..86400 s, got {timeout}")
         session_id = f"{self._prefix}-{next(self._ids)}"
         sess = _Session(session_id, ([], []), timeout=timeout or self._timeout)
         now = self._loop.time()
@@ -178,27 +182,30 @@ class MediaRelay:
     def _attach(self, sess: _Session, ep: LegStream, rtp: socket.socket,
                 rtcp: socket.socket | None) -> None:
         sess.sockets.append(rtp)
-        ep.send_rtp = rtp.sendto
+        sess.rtp_sockets[ep.port] = rtp
+        ep.send_rtp = ep.send_rtcp = rtp.sendto
         self._watch(ep, rtp, False)
         if rtcp is not None:
             sess.sockets.append(rtcp)
+            sess.rtcp_sockets[ep.port] = rtcp
             ep.send_rtcp = rtcp.sendto
             self._watch(ep, rtcp, True)
-        else:
-            ep.send_rtcp = rtp.sendto
 
-    def _rtcp_socket(self, sess: _Session, ep: LegStream) -> None:
-        """The answer refused rtcp-mux on a leg offered with it: bind the reserved odd port."""
-        if ep.send_rtcp != ep.send_rtp:  # already has its own RTCP socket
-            return
-        try:
-            rtcp = self._bind(ep.port + 1)
-        except OSError as exc:
-            log.warning("media.rtcp_port_unavailable", port=ep.port + 1, error=str(exc))
-            return
-        sess.sockets.append(rtcp)
-        ep.send_rtcp = rtcp.sendto
-        self._watch(ep, rtcp, True)
+    def _rtcp_sender(self, sess: _Session, ep: LegStream, mux: bool) -> None:
+        """RTCP leaves from the RTP port with rtcp-mux, else from the reserved odd port (bound
+        now if the leg was created muxed and the answer refused mux)."""
+        rtcp = sess.rtcp_sockets.get(ep.port)
+        if not mux and rtcp is None:
+            try:
+                rtcp = self._bind(ep.port + 1)
+            except OSError as exc:
+                log.warning("media.rtcp_port_unavailable", port=ep.port + 1, error=str(exc))
+            else:
+                sess.sockets.append(rtcp)
+                sess.rtcp_sockets[ep.port] = rtcp
+                self._watch(ep, rtcp, True)
+        ep.send_rtcp = (rtcp if rtcp is not None and not mux
+                        else sess.rtp_sockets[ep.port]).sendto
 
     async def update_leg(self, session_id: str, leg: int, stream: int, cfg: LegConfig) -> None:
         self.update_leg_now(session_id, leg, stream, cfg)
@@ -206,8 +213,7 @@ class MediaRelay:
     def update_leg_now(self, session_id: str, leg: int, stream: int, cfg: LegConfig) -> None:
         sess, ep = self._find(session_id, leg, stream)
         cfg = replace(cfg, remote_rtp=_remote(cfg.remote_rtp), remote_rtcp=_remote(cfg.remote_rtcp))
-        if not cfg.rtcp_mux:
-            self._rtcp_socket(sess, ep)
+        self._rtcp_sender(sess, ep, cfg.rtcp_mux)
         ep.configure(cfg)
 
     async def add_rx(self, session_id: str, leg: int, stream: int, params: SrtpParams) -> None:
@@ -251,6 +257,8 @@ class MediaRelay:
             self._epoll.unregister(fd)
             sock.close()
         sess.sockets.clear()
+        sess.rtp_sockets.clear()
+        sess.rtcp_sockets.clear()
 
     def session_ids(self) -> list[str]:
         return list(self._sessions)

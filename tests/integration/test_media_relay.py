@@ -415,3 +415,17 @@ async def test_roc_wrap_and_rekey_over_sockets(relay: MediaRelay) -> None:
     assert st.legs[1][0].packets_out == 420
     a.close()
     b.close()
+
+
+async def test_answer_accepting_mux_sends_rtcp_from_the_rtp_port(relay: MediaRelay) -> None:
+    a, b = await Peer.open(), await Peer.open()
+    info = await relay.create_session(rtcp_mux=(False, True))
+    await relay.update_leg(info.session_id, 0, 0, LegConfig(remote_rtp=a.addr, rtcp_mux=True))
+    await relay.update_leg(info.session_id, 1, 0, LegConfig(remote_rtp=b.addr))
+    b.send(rtcp_rr(3), info.local(1).rtp)
+    data, src = await asyncio.wait_for(a.queue.get(), 2)
+    assert data == rtcp_rr(3) and src[1] == info.local(0).rtp[1]
+    with pytest.raises(ValueError):
+        await relay.create_session(timeout=-1)
+    a.close()
+    b.close()
