@@ -127,7 +127,8 @@ class SipStack:
                  admit: Callable[[MessageSource], bool] | None = None,
                  on_invalid: Callable[[MessageSource, SipParseError], None] | None = None,
                  on_stray_response: Callable[[SipResponse, MessageSource], None] | None = None,
-                 on_ack_timeout: Callable[[Tid], None] | None = None) -> None:
+                 on_ack_timeout: Callable[[Tid], None] | None = None,
+                 on_tls_failure: Callable[[MessageSource, str], None] | None = None) -> None:
         self.config = config
         self._on_request = on_request
         self._admit = admit
@@ -137,7 +138,8 @@ class SipStack:
         self._limits = ParseLimits.from_config(config.sip)
         self.layer = TransactionLayer(Timers.from_config(config.sip))
         self.transports = SipTransports(config, self._received, admit=admit,
-                                        on_frame_error=self._frame_error)
+                                        on_frame_error=self._frame_error,
+                                        on_tls_failure=on_tls_failure)
         self._clients: dict[Tid, ClientTransaction] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None

@@ -135,8 +135,10 @@ class SipTransports:
     """All listeners and connections of one gateway."""
 
     def __init__(self, config: Config, on_message: OnMessage, *,
-                 on_frame_error: OnFrameError | None = None, admit: Admit | None = None) -> None:
+                 on_frame_error: OnFrameError | None = None, admit: Admit | None = None,
+                 on_tls_failure: Callable[[MessageSource, str], None] | None = None) -> None:
         self.config = config
+        self._on_tls_failure = on_tls_failure
         self._on_message = on_message
         self._on_frame_error = on_frame_error
         self._admit = admit
@@ -283,6 +285,8 @@ class SipTransports:
         self.counters["tls_failures"] += 1
         security_event("tls.handshake_failed", peer=f"{source.ip}:{source.port}",
                        listener=source.listener, reason=reason, **fields)
+        if self._on_tls_failure is not None:
+            self._on_tls_failure(source, reason)
 
     def _register(self, source: MessageSource, stream: ByteStream,
                   outbound: bool) -> Connection:

@@ -147,7 +147,9 @@ async def test_missing_client_certificate_allowed_when_optional(keys: Keys) -> N
 
 async def test_client_certificate_from_another_ca_refused(keys: Keys) -> None:
     handler = Answering()
-    stack = await started(config(keys), handler)
+    failures: list[tuple[MessageSource, str]] = []
+    stack = await started(config(keys), handler,
+                          on_tls_failure=lambda s, r: failures.append((s, r)))
     try:
         ctx = client_tls(keys, cert="peer", ca_dir=keys.other)
         with capture() as cap:
@@ -155,6 +157,7 @@ async def test_client_certificate_from_another_ca_refused(keys: Keys) -> None:
             reasons = await failure_reason(cap)
         assert outcome != "answered" and handler.requests == []
         assert reasons and "certificate" in reasons[0], reasons
+        assert [(s.listener, r) for s, r in failures] == [("tls", reasons[0])]
     finally:
         await stack.stop()
 
