@@ -327,6 +327,8 @@ def _run(args: argparse.Namespace, relay: subprocess.Popen[bytes], control: str,
         "latency_p50_us": round(result.percentile(0.50), 1),
         "latency_p99_us": round(result.percentile(0.99), 1),
         "latency_max_us": round(max(result.latencies_us, default=float("nan")), 1),
+        "latency_over_2ms_pct": round(100 * sum(x > 2000 for x in result.latencies_us)
+                                      / max(1, len(result.latencies_us)), 3),
         "baseline_p50_us": round(baseline.percentile(0.50), 1) if baseline else None,
         "baseline_p99_us": round(baseline.percentile(0.99), 1) if baseline else None,
         "added_p50_us": round(result.percentile(0.50) - baseline.percentile(0.50), 1)
