@@ -727,9 +727,10 @@ def _check(cfg: Config, file: str) -> list[str]:
         if t.media == "dtls-srtp" and not set(t.suites) & set(DTLS_SRTP_SUITES):
             raise ConfigError(file, f"{key}.suites", "no suite has a DTLS-SRTP profile; list "
                               f"one of {', '.join(DTLS_SRTP_SUITES)}")
-        if t.secure and t.media == "rtp":
+        if t.secure and t.media in ("rtp", "srtp-optional"):
             raise ConfigError(file, f"{key}.media",
-                              "a secure trunk must use srtp, srtp-optional or dtls-srtp")
+                              "a secure trunk must use srtp or dtls-srtp (srtp-optional may "
+                              "fall back to plain RTP)")
         if t.tls_identity and t.transport != "tls":
             raise ConfigError(file, f"{key}.tls_identity", "only meaningful with transport = tls")
         if t.secure and t.transport == "tls" and not t.tls_identity and not t.tls_fingerprints:

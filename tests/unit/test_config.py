@@ -114,6 +114,7 @@ def test_valid_config_loads_into_frozen_dataclasses(keydir: Path) -> None:
         ('media = "srtp"', 'media = "srtp"\nsuites = ["NULL"]', "trunk[1].suites[0]",
          "unknown SRTP suite"),
         ('media = "srtp"', 'media = "rtp"', "trunk[1].media", "secure trunk"),
+        ('media = "srtp"', 'media = "srtp-optional"', "trunk[1].media", "fall back"),
     ],
 )
 def test_bad_values_name_file_key_and_reason(keydir: Path, old: str, new: str, key: str,

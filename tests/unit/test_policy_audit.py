@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from gateway.policy.audit import audit, run_audit
@@ -61,9 +62,11 @@ def test_warnings_do_not_fail() -> None:
 
 
 def test_secure_trunk_with_optional_srtp_fails() -> None:
-    cfg = make_config(trunk1={"media": "srtp-optional"})
-    assert outcomes(cfg)["trunk.carrier.media_required"] == "FAIL MUST"
-    assert outcomes(make_config())["trunk.carrier.media_required"] == "PASS MUST"
+    cfg = make_config()
+    weak = replace(cfg, trunks=tuple(replace(t, media="srtp-optional") if t.secure else t
+                                     for t in cfg.trunks))
+    assert outcomes(weak)["trunk.carrier.media_required"] == "FAIL MUST"
+    assert outcomes(cfg)["trunk.carrier.media_required"] == "PASS MUST"
 
 
 def test_open_acl_fails() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 
 from gateway.policy.events import attach_siem, detach_siem
 from gateway.policy.media import MediaStream, SrtpWatch, check_media
@@ -31,7 +32,7 @@ def test_disabled_streams_ignored_but_one_needed() -> None:
 
 
 def test_secure_srtp_optional_still_refuses_plain() -> None:
-    carrier = make_config(trunk1={"media": "srtp-optional"}).trunk("carrier")
+    carrier = replace(make_config().trunk("carrier"), media="srtp-optional")
     assert not check_media(carrier, [MediaStream("RTP/AVP")]).ok
 
 
