@@ -326,14 +326,14 @@ class MediaRelay:
                     continue
                 ep, recv, rtcp_port = slot
                 try:
-                    n, addr = recv(data, MAX_PACKET)
+                    n, addr = recv(data, MAX_PACKET + 1)  # one more byte: oversize shows
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError:
                     ep.drop_malformed += 1
                     continue
                 first = data[0]
-                if 127 < first < 192 and n >= 8:
+                if 127 < first < 192 and 8 <= n <= MAX_PACKET:
                     if rtcp_port or (191 < data[1] < 224):
                         m = ep.rtcp_in(buf, n, addr)
                         if m:

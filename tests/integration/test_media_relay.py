@@ -429,3 +429,19 @@ async def test_answer_accepting_mux_sends_rtcp_from_the_rtp_port(relay: MediaRel
         await relay.create_session(timeout=-1)
     a.close()
     b.close()
+
+
+async def test_oversize_and_garbage_are_dropped_as_malformed(relay: MediaRelay) -> None:
+    a, b = await Peer.open(), await Peer.open()
+    info = await relay.create_session()
+    await relay.update_leg(info.session_id, 0, 0, LegConfig(remote_rtp=a.addr))
+    await relay.update_leg(info.session_id, 1, 0, LegConfig(remote_rtp=b.addr))
+    a.send(rtp(1, payload=bytes(1600)), info.local(0).rtp)
+    a.send(b"\x00\x01\x00\x00" + bytes(16), info.local(0).rtp)  # STUN-like
+    a.send(b"\x80", info.local(0).rtp)
+    a.send(b"\x16\xfe\xfd" + bytes(10), info.local(0).rtp)  # DTLS without a handler
+    a.send(rtp(2, payload=bytes(1488)), info.local(0).rtp)  # exactly 1500 bytes: fine
+    assert len(await b.recv()) == 1500
+    assert (await relay.stats(info.session_id)).legs[0][0].drops["malformed"] == 4
+    a.close()
+    b.close()
