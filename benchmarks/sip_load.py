@@ -3,17 +3,19 @@
 Each call is a full INVITE (SDP offer) / 200 (SDP answer) / ACK / BYE, so every call makes the
 gateway rewrite SDP, mint SDES keys and allocate relay ports on both legs. Paths:
 
-  udp  SIPp UAC -UDP-> srtpgw legacy trunk (plain RTP) -> secure trunk over UDP (SDES-SRTP, keys
-       in clear: a signalling baseline without TLS) -UDP-> SIPp UAS
-  tls  SIPp UAC -UDP-> srtpgw legacy trunk -> secure trunk over mutual TLS -> Kamailio (tls
-       module) -UDP-> SIPp UAS
+  udp     SIPp UAC -UDP-> srtpgw legacy trunk (plain RTP) -> secure trunk over UDP (SDES-SRTP,
+          keys in clear: a signalling baseline without TLS) -UDP-> SIPp UAS
+  tls     SIPp UAC -UDP-> srtpgw legacy trunk -> secure trunk over mutual TLS -> Kamailio (tls
+          module) -UDP-> SIPp UAS
+  tls-in  SIPp UAC (SDES offer) -UDP-> Kamailio -> mutual TLS -> srtpgw secure trunk -> legacy
+          trunk -UDP-> SIPp UAS
 
 The rate steps up until a step has a failed or missing call (or the time budget is spent). Per
 step: achieved calls/s, failures, INVITE->200 response time p50/p99 (SIPp -trace_rtt), gateway
 CPU (% of one core, utime+stime of its process tree) and peak RSS. Table, then one JSON line.
 
-    .venv/bin/python benchmarks/sip_load.py [--path tls|udp|both] [--rates 50,100,200,300,400]
-        [--step-seconds 8] [--hold-ms 500] [--max-seconds 150]
+    .venv/bin/python benchmarks/sip_load.py [--path udp|tls|tls-in|all] [--rates 50,100,200,300,400]
+        [--step-seconds 8] [--hold-ms 500] [--max-seconds 300]
 """
 
 from __future__ import annotations
@@ -164,23 +166,32 @@ def run_path(path: str, rates: list[float], step_seconds: float, hold_ms: int,
     try:
         uas_addr, uac_addr = loopback_address(), loopback_address()
         uas_port = free_port(uas_addr, tcp=False)  # one port for all steps: peers point at it
+        uas_at = f"{uas_addr}:{uas_port}"
         kam = None
-        if path == "tls":
+        if path != "udp":
             kam = Kamailio("kamailio", work, loopback_address(), tls_target="sip:127.0.0.9:9",
-                           udp_target=f"sip:{uas_addr}:{uas_port}", certificate=keys.peer_cert,
-                           private_key=keys.peer_key, ca_file=keys.ca_cert)
+                           udp_target=f"sip:{uas_at}" if path == "tls" else "sip:127.0.0.9:9",
+                           certificate=keys.peer_cert, private_key=keys.peer_key,
+                           ca_file=keys.ca_cert)
             secure_peer = f"{kam.address}:{kam.tls_port}"
-            sources = [f"{kam.address}/32", "127.0.0.1/32"]
+            # Kamailio's outgoing TLS connections leave from 127.0.0.1
+            secure_sources = [f"{kam.address}/32", "127.0.0.1/32"]
         else:
-            secure_peer, sources = f"{uas_addr}:{uas_port}", [f"{uas_addr}/32"]
-        gw = Gateway(work, keys.dir, legacy_peer="127.0.0.9:9", secure_peer=secure_peer,
-                     legacy_sources=[f"{uac_addr}/32"], secure_sources=sources,
-                     secure_transport=path, rate=max(rates) * 4, log_level="warning",
-                     media_ports=4000)
+            secure_peer, secure_sources = uas_at, [f"{uas_addr}/32"]
+        inbound = path == "tls-in"  # calls enter on the secure side, leave on the legacy side
+        gw = Gateway(work, keys.dir, legacy_peer=uas_at if inbound else "127.0.0.9:9",
+                     secure_peer=secure_peer,
+                     legacy_sources=[f"{uas_addr if inbound else uac_addr}/32"],
+                     secure_sources=secure_sources,
+                     secure_transport="udp" if path == "udp" else "tls",
+                     rate=max(rates) * 4, log_level="warning", media_ports=4000)
+        if kam is not None and inbound:
+            kam.tls_target = f"sip:{gw.address}:{gw.tls_port};transport=tls"
         gw.start(procs)
         if kam is not None:
             kam.start(procs)
         assert gw.proc is not None
+        target = kam.udp_addr if kam is not None and inbound else f"{gw.address}:{gw.udp_port}"
         for i, rate in enumerate(rates):
             if time.monotonic() + step_seconds + 20 > deadline:
                 print(f"[{path}] time budget spent before {rate:g} calls/s", file=sys.stderr)
@@ -188,15 +199,17 @@ def run_path(path: str, rates: list[float], step_seconds: float, hold_ms: int,
             calls = max(1, int(rate * step_seconds))
             step_dir = work / f"step-{i}"
             step_dir.mkdir()
-            uas = Sipp("uas", "uas_basic.xml", step_dir, uas_addr, keys=sdes(), port=uas_port)
+            uas = Sipp("uas", "uas_basic.xml", step_dir, uas_addr,
+                       keys=dict(PLAIN) if inbound else sdes(), port=uas_port)
             uas_proc = uas.start(procs, calls=calls, limit=calls * 2, hold_ms=hold_ms,
                                  timeout=step_seconds + 20, extra=())
-            uac = Sipp("uac", "uac_basic.xml", step_dir, uac_addr, keys=dict(PLAIN))
+            uac = Sipp("uac", "uac_basic.xml", step_dir, uac_addr,
+                       keys=sdes() if inbound else dict(PLAIN))
             pids = _tree(gw.proc.popen.pid)
             cpu0, t0 = _cpu_seconds(pids), time.monotonic()
             sampler = RssSampler(gw.proc.popen.pid)
             sampler.start()
-            uac.start(procs, f"{gw.address}:{gw.udp_port}", calls=calls, rate=rate,
+            uac.start(procs, target, calls=calls, rate=rate,
                       limit=max(100, int(rate * 4)), hold_ms=hold_ms,
                       timeout=step_seconds + 15, extra=("-trace_rtt", "-rtt_freq", "1"))
             uac_status = uac.wait(step_seconds + 25)
@@ -221,26 +234,26 @@ def run_path(path: str, rates: list[float], step_seconds: float, hold_ms: int,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--path", choices=("tls", "udp", "both"), default="both")
+    ap.add_argument("--path", choices=("udp", "tls", "tls-in", "all"), default="all")
     ap.add_argument("--rates", default="50,100,200,300,400")
     ap.add_argument("--step-seconds", type=float, default=8.0)
     ap.add_argument("--hold-ms", type=int, default=500)
-    ap.add_argument("--max-seconds", type=float, default=150.0)
+    ap.add_argument("--max-seconds", type=float, default=300.0)
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
     deadline = time.monotonic() + args.max_seconds
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sip_load-"))
     steps: list[Step] = []
-    for path in (("udp", "tls") if args.path == "both" else (args.path,)):
+    for path in (("udp", "tls", "tls-in") if args.path == "all" else (args.path,)):
         (work / path).mkdir(parents=True, exist_ok=True)
         steps += run_path(path, rates, args.step_seconds, args.hold_ms, deadline, work / path)
-    print(f"\n{'path':5} {'target':>7} {'calls':>6} {'ok':>6} {'failed':>6} {'cps':>7} "
+    print(f"\n{'path':6} {'target':>7} {'calls':>6} {'ok':>6} {'failed':>6} {'cps':>7} "
           f"{'p50 ms':>7} {'p99 ms':>7} {'gw cpu%':>7} {'gw MiB':>7}")
     for s in steps:
         def ms(v: float | None) -> str:
             return "-" if v is None else f"{v:.1f}"
-        print(f"{s.path:5} {s.target_cps:7g} {s.calls:6d} {s.ok:6d} {s.failed:6d} "
+        print(f"{s.path:6} {s.target_cps:7g} {s.calls:6d} {s.ok:6d} {s.failed:6d} "
               f"{s.achieved_cps:7.1f} {ms(s.rt_p50_ms):>7} {ms(s.rt_p99_ms):>7} "
               f"{s.gw_cpu_pct:7.0f} {s.gw_rss_mib:7.1f}")
     sustained = {p: max((s.achieved_cps for s in steps if s.path == p and not s.failed),
