@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import gc
 import json
 import os
@@ -20,6 +22,12 @@ from gateway.config import ConfigError, MediaSection, load_config
 from gateway.media.control import ControlServer
 from gateway.media.relay import MediaRelay
 from gateway.ops.log import setup_logging
+
+
+def _name_process(name: bytes) -> None:
+    """Show as ``srtpgw-media`` in top/ps -o comm/perf (Linux prctl PR_SET_NAME)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(15, ctypes.c_char_p(name), 0, 0, 0)
 
 
 def _media_section(args: argparse.Namespace) -> MediaSection:
@@ -66,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-level", default="warning")
     args = ap.parse_args(argv)
     setup_logging(args.log_level)
+    _name_process(b"srtpgw-media")
     try:
         media = _media_section(args)
         uvloop.run(serve(media, args.control))
