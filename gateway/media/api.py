@@ -135,7 +135,12 @@ class SessionInfo:
 
 @dataclass(frozen=True, slots=True)
 class StreamStats:
-    """Counters of packets received on one leg's stream (in) and sent out of it (out)."""
+    """Counters of packets received on one leg's stream (in) and sent out of it (out).
+
+    ``packets_in`` counts valid packets (authenticated, or from an admitted plain source) whether
+    or not they could be forwarded; ``drops`` counts every packet not forwarded, by cause, so a
+    valid packet the other leg could not take (no_remote, no_keys, send_error) is in both.
+    """
 
     packets_in: int = 0
     bytes_in: int = 0
