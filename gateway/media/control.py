@@ -209,7 +209,18 @@ class ControlServer:
                                           float(timeout) if timeout is not None else None)
             return asdict(info)
         if op == "create_sessions":  # bulk, for load tests: one round trip for many sessions
-            return [asdict(r.create_session_now()) for _ in range(int(req["count"]))]
+            count = int(req["count"])
+            if not 1 <= count <= 10_000:
+                raise InvalidParams("count must be 1..10000")
+            made: list[SessionInfo] = []
+            try:
+                for _ in range(count):
+                    made.append(r.create_session_now())
+            except MediaError:
+                for info in made:  # all or nothing: no session the caller never heard of
+                    r.close_session_now(info.session_id)
+                raise
+            return [asdict(info) for info in made]
         if op == "totals":
             return asdict(r.totals())
         sid = str(req.get("session_id"))

@@ -104,6 +104,9 @@ async def test_bad_control_lines_get_error_replies(tmp_path: Path) -> None:
                          "InvalidParams")]:
         reply = await server.handle(line)
         assert reply["ok"] is False and reply["error"] == error, (line, reply)
+    reply = await server.handle(b'{"id": 8, "op": "create_sessions", "count": 5}\n')
+    assert reply["error"] == "PortsExhausted" and relay.totals().sessions_active == 0
+    assert relay.totals().ports_free == 4
     info = (await server.handle(b'{"id": 6, "op": "create_session"}\n'))["result"]
     bad_key = {"id": 7, "op": "update_leg", "session_id": info["session_id"], "leg": 0,
                "config": {"rx": {"suite": "AEAD_AES_128_GCM", "key": "c2VjcmV0"},
