@@ -68,8 +68,9 @@ def leg_policy(trunk: Trunk) -> LegPolicy:
     return policy
 
 
-# Attributes that name the other side's software (like User-Agent, which never crosses).
-_AGENT_ATTRIBUTES = ("tool",)
+# Attributes that name the other side's software (like User-Agent, which never crosses) or its
+# users and hosts (RFC 5576 a=ssrc:<n> cname:user@host, as baresip writes it).
+_AGENT_ATTRIBUTES = ("tool", "ssrc", "ssrc-group")
 
 
 def _scrub(sdp: SessionDescription, *, feedback: bool = True) -> SessionDescription:

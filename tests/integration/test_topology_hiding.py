@@ -32,7 +32,7 @@ CALLER_MARKS = ["mkvia", "mkbranch1", "mkrr1", "mkroute", "mkxheader", "mksubjec
                 "mkpai", "Mk Display", "mkppi", "mkcallinfo", "mkalert", "mkdiv", "mkhist",
                 "mkreply", "mkwarn.", "pbxmarkhost", "srtpgw-test-ua", "mksdpuser",
                 "mksdpsession", "mksdpinfo", "mksdpuri", "mksdpemail", "mksdpphone",
-                "mksdpmedia", "mksdptool"]
+                "mksdpmedia", "mksdptool", "mkcname"]
 
 CALLEE_HEADERS = [
     ("X-Callee-Mark", "mkcallee"),
@@ -52,7 +52,8 @@ def marked_offer(ep: RtpEndpoint) -> str:
         "u=http://mksdpuri.internal/", "e=mksdpemail@x.internal", "p=+1 555 0100 mksdpphone",
         f"c=IN IP4 {host}", "t=0 0", "a=tool:mksdptool 1.0", f"m=audio {port} RTP/AVP 0",
         "i=mksdpmedia",
-        "a=rtpmap:0 PCMU/8000", "a=ptime:20", ""])
+        "a=rtpmap:0 PCMU/8000", "a=ptime:20", "a=ssrc:1234 cname:mkcname@mkcnamehost.internal",
+        ""])
 
 
 def wire(messages: list[SipMessage]) -> str:
