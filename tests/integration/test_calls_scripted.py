@@ -122,6 +122,13 @@ async def test_forked_early_dialogs_map_to_one_and_2xx_tag_wins(rig: Rig) -> Non
     assert final.status == 200 and final.to_tag == early.to_tag
     ack, _ = await peer.expect("ACK")
     assert ack.to_tag == fork_a                    # the 2xx's fork won
+    # a late 2xx from the other fork: acknowledged, then that dialog is ended at once
+    peer.reply(invite, addr, 200, "OK", tag=fork_b,
+               body=answer_sdp(invite.body, "127.0.0.1", other.port).sdp)
+    late_ack, _ = await peer.expect("ACK")
+    late_bye, lbaddr = await peer.expect("BYE")
+    assert late_ack.to_tag == late_bye.to_tag == fork_b
+    peer.reply(late_bye, lbaddr, 200, "OK")
     apply_answer(pbx_ep, final.body)
     callee_ep.set_remote(answered.remote)
     await media_both_ways(pbx_ep, callee_ep)
