@@ -84,6 +84,25 @@ async def test_plain_rtp_to_dtls_srtp_both_ways(rig: Rig) -> None:
             peer.sock.sendto(peer.tx.protect(rtp(seq)), incoming_addr)
         await pbx_ep.wait_for_packets(10, 3)
         assert pbx_ep.pattern_indices()[:10] == list(range(10))
+
+        # hold and resume keep the DTLS association: same tls-id, our settled role, no new
+        # handshake, and the peer's keys still work afterwards
+        first = parse_media(rig.carrier2.requests("INVITE")[0].body)[0]
+        rig.carrier2.uas.reinvite_answer = lambda invite: dtls_answer(peer, "active")
+        held = await call.reinvite(plain_offer(pbx_ep, direction="sendonly"))
+        assert held.status == 200
+        resumed = await call.reinvite(plain_offer(pbx_ep))
+        assert resumed.status == 200
+        reoffers = [parse_media(r.body)[0] for r in rig.carrier2.requests("INVITE")[1:]]
+        tls_id = [a for a in first.attributes if a.startswith("tls-id:")]
+        for m in reoffers:
+            assert "setup:passive" in m.attributes
+            assert [a for a in m.attributes if a.startswith("tls-id:")] == tls_id
+        pbx_ep.clear()
+        for seq in range(10, 20):
+            peer.sock.sendto(peer.tx.protect(rtp(seq)), incoming_addr)
+        await pbx_ep.wait_for_packets(10, 3)
+        assert pbx_ep.pattern_indices()[:10] == list(range(10, 20))
         await call.bye(3)
         await rig.settle()
         rig.assert_clean()
