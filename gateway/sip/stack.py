@@ -139,7 +139,9 @@ class SipStack:
         self.layer = TransactionLayer(Timers.from_config(config.sip))
         self.transports = SipTransports(config, self._received, admit=admit,
                                         on_frame_error=self._frame_error,
-                                        on_tls_failure=on_tls_failure)
+                                        on_tls_failure=on_tls_failure,
+                                        on_closed=self._connection_closed)
+        self._tid_conn: dict[Tid, int] = {}  # client transactions -> the connection they use
         self._clients: dict[Tid, ClientTransaction] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -356,13 +358,16 @@ class SipStack:
                 return
             conn = self.transports.reusable(target)
             if conn is not None and conn.write(t.data):
+                self._tid_conn[dest.tid] = conn.id
                 return
             self._spawn_send(t.data, target, dest.tid)
 
     def _spawn_send(self, data: bytes, target: Target, tid: Tid | None) -> None:
         async def send() -> None:
             try:
-                await self.transports.send_to(target, data)
+                conn = await self.transports.send_to(target, data)
+                if tid is not None and conn is not None and self.layer.state(tid) is not None:
+                    self._tid_conn[tid] = conn.id
             except TransportFailure as exc:
                 log.info("sip.send_failed", peer=f"{target.host}:{target.port}",
                          transport=target.transport, reason=str(exc))
@@ -370,6 +375,15 @@ class SipStack:
                     self._failed(tid, exc)
 
         self.transports._spawn(send())
+
+    def _connection_closed(self, cid: int) -> None:
+        """Requests still waiting on a closed connection fail now, not at timer B/F (an INVITE
+        past its provisional has no timer at all)."""
+        lost = [tid for tid, c in self._tid_conn.items() if c == cid]
+        for tid in lost:
+            del self._tid_conn[tid]
+            if self.layer.state(tid) in ("calling", "trying", "proceeding"):
+                self._failed(tid, TransportFailure("connection closed before the final response"))
 
     def _failed(self, tid: Tid, exc: TransportFailure | None = None) -> None:
         client = self._clients.get(tid)
@@ -405,6 +419,7 @@ class SipStack:
                 self._on_ack_timeout(ev.tid)
         elif isinstance(ev, Terminated):
             self._clients.pop(ev.tid, None)
+            self._tid_conn.pop(ev.tid, None)
 
     def _handle(self, incoming: IncomingRequest) -> None:
         try:

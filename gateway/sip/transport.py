@@ -136,9 +136,11 @@ class SipTransports:
 
     def __init__(self, config: Config, on_message: OnMessage, *,
                  on_frame_error: OnFrameError | None = None, admit: Admit | None = None,
-                 on_tls_failure: Callable[[MessageSource, str], None] | None = None) -> None:
+                 on_tls_failure: Callable[[MessageSource, str], None] | None = None,
+                 on_closed: Callable[[int], None] | None = None) -> None:
         self.config = config
         self._on_tls_failure = on_tls_failure
+        self._on_closed = on_closed
         self._on_message = on_message
         self._on_frame_error = on_frame_error
         self._admit = admit
@@ -369,10 +371,13 @@ class SipTransports:
 
     def _drop(self, conn: Connection) -> None:
         conn.close()
-        self._conns.pop(conn.id, None)
+        if self._conns.pop(conn.id, None) is None:
+            return
         for key, c in list(self._outbound.items()):
             if c is conn:
                 del self._outbound[key]
+        if self._on_closed is not None:
+            self._on_closed(conn.id)
 
     # ------------------------------------------------------------------ sending
     def send_datagram(self, listener: str | None, data: bytes, addr: tuple[str, int]) -> None:
@@ -402,14 +407,16 @@ class SipTransports:
                     return c
         return None
 
-    async def send_to(self, target: Target, data: bytes) -> None:
-        """Deliver to a target, opening (and verifying) a connection when needed."""
+    async def send_to(self, target: Target, data: bytes) -> Connection | None:
+        """Deliver to a target, opening (and verifying) a connection when needed; returns the
+        connection used (None for UDP)."""
         if target.transport == "udp":
             self.send_datagram(target.listener, data, (target.host, target.port))
-            return
+            return None
         conn = self.reusable(target) or await self.connect(target)
         if not conn.write(data):
             raise TransportFailure(f"connection to {target.host}:{target.port} is closed")
+        return conn
 
     async def connect(self, target: Target) -> Connection:
         key = target.key

@@ -547,3 +547,29 @@ async def test_failing_hook_costs_one_message_not_the_listener(keys: Keys) -> No
     finally:
         sock.close()
         await stack.stop()
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+async def test_pending_invite_fails_when_its_connection_closes(keys: Keys,
+                                                               transport: str) -> None:
+    """Ringing, then the peer's connection drops: the INVITE (which has no timer left in
+    Proceeding) fails at once with TransportFailure instead of hanging."""
+    def ring_then_vanish(incoming: IncomingRequest) -> None:
+        if incoming.request.method == "INVITE":
+            incoming.respond(incoming.request.create_response(180, to_tag="r"))
+            conn = server.transports.connection(incoming.source.connection_id)  # type: ignore[arg-type]
+            assert conn is not None
+            asyncio.get_running_loop().call_later(0.1, conn.close)
+
+    server = await started(config(keys), ring_then_vanish)  # type: ignore[arg-type]
+    client = await started(config(keys), Answering())
+    try:
+        tx = client.client(request("INVITE", f"vanish-{transport}"),
+                           target(server.bound(transport), transport))
+        assert (await asyncio.wait_for(tx.response(), 5)).status == 180
+        with pytest.raises(TransportFailure, match="connection closed"):
+            await asyncio.wait_for(tx.response(), 2)
+        assert len(client.layer) == 0
+    finally:
+        await client.stop()
+        await server.stop()
