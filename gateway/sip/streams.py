@@ -8,6 +8,7 @@ stream) plugs in by implementing it and handing it to ``SipTransports.attach``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from typing import Protocol
 
@@ -113,6 +114,14 @@ class TlsStream(PlainStream):
     def write(self, data: bytes) -> None:
         self.obj.write(data)
         self._flush()
+
+    def close(self) -> None:
+        """Send close_notify (without waiting for the peer's), then close the socket."""
+        if not self.writer.is_closing():
+            with contextlib.suppress(ssl.SSLError, OSError, ValueError):
+                self.obj.unwrap()
+            self._flush()
+        super().close()
 
     def peer_certificate(self) -> bytes | None:
         return self.obj.getpeercert(binary_form=True)

@@ -581,3 +581,15 @@ async def test_connection_limit_counts_stalled_handshakes(keys: Keys) -> None:
         assert await tls_attempt(stack.bound("tls"), client_tls(keys)) == "answered"
     finally:
         await stack.stop()
+
+
+async def test_idle_tls_connection_closed_with_close_notify(keys: Keys) -> None:
+    stack = await started(config(keys, tcp_idle_timeout=1.0), Answering())
+    try:
+        reader, writer = await asyncio.open_connection(*stack.bound("tls"), ssl=client_tls(keys))
+        writer.write(options("TLS"))
+        assert (await read_message(reader)).status == 200
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # clean TLS close, no SSL error
+        writer.close()
+    finally:
+        await stack.stop()
