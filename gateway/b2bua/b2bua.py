@@ -200,8 +200,8 @@ class B2bua:
     def on_media_timeout(self, session_id: str, stream: int) -> None:
         """The relay saw no media on a stream for its inactivity timeout."""
         call = self._by_session.get(session_id)
-        if call is None or not call.active:
-            return
+        if call is None or call.state not in (CallState.ANSWERED, CallState.CONFIRMED):
+            return   # a call may ring for longer than the media timeout without early media
         if call.a.trunk.end_call_on_media_timeout or call.b.trunk.end_call_on_media_timeout:
             log.info("call.media_timeout", call=call.id, stream=stream)
             self._end(call, EndReason.MEDIA_TIMEOUT)
@@ -322,8 +322,10 @@ class B2bua:
         if ack is not None and not ack.done():
             ack.cancel()
         self._forget_unacked(call)
+        status = {EndReason.CANCELLED: 487, EndReason.CALLER_BYE: 487,
+                  EndReason.SHUTDOWN: 503}.get(reason, 500)
         for inv in [i for i in self._invites.values() if i.call is call and not i.closed]:
-            self._answer_a(inv, 487)  # the caller hung up (BYE on an early dialog) or we stop
+            self._answer_a(inv, status)
             if inv.client is not None:
                 inv.client.cancel()
         bridge = self._media.pop(call.id, None)

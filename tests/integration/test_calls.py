@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,25 @@ from tests.support.sip_ua import SipTestUA
 DOMAIN = "gateway.srtpgw.test"
 
 
-def media_range() -> int:
-    """A per-process slice of media ports, so parallel test runs do not compete."""
-    return 20000 + (os.getpid() % 400) * 50
+def media_range(size: int = 50) -> int:
+    """The even start of ``size`` consecutive UDP ports that are free right now, searched from
+    a per-process offset so that parallel test runs do not compete for the same block."""
+    base = 20000 + (os.getpid() % 400) * 50
+    for offset in range(0, 20000, size):
+        start = 20000 + (base - 20000 + offset) % 20000
+        socks = []
+        try:
+            for port in range(start, start + size):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return start
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise OSError(f"no {size} free consecutive UDP ports")
 
 
 @dataclass
@@ -77,8 +94,10 @@ def gateway_config(tmp: Path, keys: Path, uas: dict[str, SipTestUA],
                    **overrides: Any) -> Config:
     """Four trunks, each on its own listener. From the PBX, R-URI users starting with 9 go to
     the second PBX and with 8 to the second carrier; from the carrier, 7 goes to the second
-    carrier; everything else crosses legacy <-> secure."""
-    start = media_range()
+    carrier; everything else crosses legacy <-> secure. ``media_ports`` sizes the relay's
+    port range (default 50)."""
+    size = overrides.pop("media_ports", 50)
+    start = media_range(size)
 
     def legacy(name: str, listener: str, **kw: Any) -> dict[str, Any]:
         return {"name": name, "side": "legacy", "listener": listener, "transport": "udp",
@@ -119,7 +138,7 @@ def gateway_config(tmp: Path, keys: Path, uas: dict[str, SipTestUA],
         "tls": {"certificate": str(keys / "gateway.crt"), "private_key": str(keys / "gateway.key"),
                 "ca_file": str(keys / "ca.crt")},
         "dtls": {"certificate": str(keys / "dtls.crt"), "private_key": str(keys / "dtls.key")},
-        "media": {"address": "127.0.0.1", "port_min": start, "port_max": start + 49},
+        "media": {"address": "127.0.0.1", "port_min": start, "port_max": start + size - 1},
         "sip": {"t1": 0.1, "t2": 0.4, "t4": 0.5},
         "admin": {"enabled": False},
         "listener": [listener("udp", "udp"), listener("udp2", "udp"), listener("tls", "tls"),

@@ -12,7 +12,6 @@ from tests.integration.test_calls import (
     Rig,
     establish,
     media_both_ways,
-    media_range,
     rig,
 )
 from tests.support.phone import answerer, apply_answer, plain_offer, sdes_offer
@@ -115,12 +114,7 @@ async def test_max_calls_is_503_with_retry_after(rig: Rig) -> None:
     await finish(rig)
 
 
-def _media_four_ports() -> dict:
-    start = media_range()
-    return {"media": {"port_min": start, "port_max": start + 3}}
-
-
-@pytest.mark.parametrize("rig", [_media_four_ports()], indirect=True)
+@pytest.mark.parametrize("rig", [{"media_ports": 4}], indirect=True)
 async def test_media_ports_exhausted_is_503(rig: Rig) -> None:
     call, _, a_ep, b_ep = await establish(rig, rig.pbx, rig.carrier, "100", rig.udp)
     ep = await RtpEndpoint.open()
