@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.test_calls import DOMAIN, Rig, establish, media_both_ways, rig
-from tests.support.phone import apply_answer, sdes_offer
+from tests.support.phone import apply_answer, plain_offer, sdes_offer
 from tests.support.sdes import parse_media
 
 __all__ = ["rig"]
@@ -83,3 +83,16 @@ async def test_hold_resume_from_secure_side(rig: Rig) -> None:
 async def test_unknown_dialog_is_481(rig: Rig) -> None:
     resp = await rig.pbx.request("BYE", f"sip:100@{DOMAIN}", rig.udp)
     assert resp.status == 481
+
+
+async def test_codec_change_reaches_the_other_side(rig: Rig) -> None:
+    call, incoming, pbx_ep, car_ep = await establish(rig, rig.pbx, rig.carrier, "100", rig.udp)
+    resp = await call.reinvite(plain_offer(pbx_ep, payloads=(8, 101)))
+    assert resp.status == 200
+    reoffer = parse_media((await incoming.wait_request("INVITE", 2)).body)[0]
+    assert reoffer.formats == ["8", "101"]
+    assert parse_media(resp.body)[0].formats[0] == "8"
+    await media_both_ways(pbx_ep, car_ep)
+    await call.bye(3)
+    await rig.settle()
+    rig.assert_clean()
