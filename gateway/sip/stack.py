@@ -321,7 +321,11 @@ class SipStack:
 
     def _send_stateless(self, data: bytes, target: Target) -> None:
         if target.transport == "udp":
-            self.transports.send_datagram(target.listener, data, (target.host, target.port))
+            ip = self.transports.resolved(target.host, target.listener)
+            if ip is not None:
+                self.transports.send_datagram(target.listener, data, (ip, target.port))
+            else:
+                self._spawn_send(data, target, None)
             return
         conn = self.transports.reusable(target)
         if conn is not None and conn.write(data):
@@ -350,9 +354,12 @@ class SipStack:
         else:
             target = dest.target
             if target.transport == "udp":
+                ip = self.transports.resolved(target.host, target.listener)
+                if ip is None:
+                    self._spawn_send(t.data, target, dest.tid)
+                    return
                 try:
-                    self.transports.send_datagram(target.listener, t.data,
-                                                  (target.host, target.port))
+                    self.transports.send_datagram(target.listener, t.data, (ip, target.port))
                 except TransportFailure:
                     self._failed(dest.tid)
                 return
@@ -373,6 +380,11 @@ class SipStack:
                          transport=target.transport, reason=str(exc))
                 if tid is not None:
                     self._failed(tid, exc)
+            except Exception:  # a bug must fail this request, not leave it waiting for timer B
+                log.error("sip.internal_error", peer=f"{target.host}:{target.port}",
+                          exc_info=True)
+                if tid is not None:
+                    self._failed(tid, TransportFailure("internal error while sending"))
 
         self.transports._spawn(send())
 

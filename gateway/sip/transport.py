@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ipaddress
 import itertools
+import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from gateway.sip.tls import client_context, server_context
 
 log = get_logger("sip")
 _MAX_WRITE_BUFFER = 1 << 20  # a peer that stops reading is cut off, not buffered forever
+_DNS_TTL = 60.0  # A/AAAA answers for UDP targets are reused this long (no RFC 3263 NAPTR/SRV)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +161,7 @@ class SipTransports:
                          "timeouts": 0}
         self.max_connections = 10000  # inbound, handshaking ones included; more are closed
         self._handshaking = 0
+        self._dns: dict[tuple[str, int], tuple[float, str]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -381,10 +384,48 @@ class SipTransports:
 
     # ------------------------------------------------------------------ sending
     def send_datagram(self, listener: str | None, data: bytes, addr: tuple[str, int]) -> None:
-        proto = self._udp.get(listener or "") or next(iter(self._udp.values()), None)
+        """Send from a UDP listener's socket; ``addr`` must hold an IP (see ``resolved``)."""
+        proto = self._udp_for(listener)
         if proto is None or proto.transport is None:
             raise TransportFailure("no UDP listener to send from")
         proto.transport.sendto(data, addr)
+
+    def _udp_for(self, listener: str | None) -> _Udp | None:
+        return self._udp.get(listener or "") or next(iter(self._udp.values()), None)
+
+    def resolved(self, host: str, listener: str | None = None) -> str | None:
+        """The address to send a datagram to: the host itself if it is an IP, else a cached
+        answer (None: resolve first)."""
+        if _is_ip(host):
+            return host.strip("[]")
+        hit = self._dns.get((host, self._family(listener)))
+        if hit is not None and hit[0] > asyncio.get_running_loop().time():
+            return hit[1]
+        return None
+
+    def _family(self, listener: str | None) -> int:
+        proto = self._udp_for(listener)
+        sock = proto.transport.get_extra_info("socket") if proto and proto.transport else None
+        return sock.family if sock is not None else socket.AF_INET
+
+    async def resolve(self, host: str, listener: str | None = None) -> str:
+        """A/AAAA lookup (of the UDP listener's address family), cached for a minute."""
+        ip = self.resolved(host, listener)
+        if ip is not None:
+            return ip
+        loop = asyncio.get_running_loop()
+        family = self._family(listener)
+        try:
+            infos = await loop.getaddrinfo(host, None, family=family, type=socket.SOCK_DGRAM)
+        except (OSError, UnicodeError) as exc:
+            raise TransportFailure(f"cannot resolve {host}: {exc}") from None
+        if not infos:
+            raise TransportFailure(f"cannot resolve {host}")
+        ip = str(infos[0][4][0])
+        if len(self._dns) > 4096:
+            self._dns.clear()
+        self._dns[(host, family)] = (loop.time() + _DNS_TTL, ip)
+        return ip
 
     def send_on_connection(self, cid: int, data: bytes) -> bool:
         conn = self._conns.get(cid)
@@ -411,7 +452,8 @@ class SipTransports:
         """Deliver to a target, opening (and verifying) a connection when needed; returns the
         connection used (None for UDP)."""
         if target.transport == "udp":
-            self.send_datagram(target.listener, data, (target.host, target.port))
+            ip = await self.resolve(target.host, target.listener)
+            self.send_datagram(target.listener, data, (ip, target.port))
             return None
         conn = self.reusable(target) or await self.connect(target)
         if not conn.write(data):
@@ -449,9 +491,13 @@ class SipTransports:
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(target.host, target.port), timeout)
-        except (OSError, TimeoutError) as exc:
-            reason = "connect timeout" if isinstance(exc, TimeoutError) else (
-                exc.strerror or type(exc).__name__)
+        except (OSError, TimeoutError, ValueError) as exc:  # ValueError: unusable host name
+            if isinstance(exc, TimeoutError):
+                reason = "connect timeout"
+            elif isinstance(exc, OSError):
+                reason = exc.strerror or type(exc).__name__
+            else:
+                reason = "invalid host name"
             raise TransportFailure(f"connect to {target.host}:{target.port}: {reason}") from None
         stream: ByteStream = PlainStream(reader, writer)
         source = where

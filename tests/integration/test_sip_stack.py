@@ -573,3 +573,25 @@ async def test_pending_invite_fails_when_its_connection_closes(keys: Keys,
     finally:
         await client.stop()
         await server.stop()
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_targets_by_host_name(keys: Keys, transport: str) -> None:
+    handler = Answering()
+    server = await started(config(keys), handler)
+    client = await started(config(keys), Answering())
+    try:
+        port = server.bound(transport)[1]
+        dest = Target(transport, "localhost", port, listener=transport)  # type: ignore[arg-type]
+        for i in range(2):  # the second one uses the cached answer
+            resp = await asyncio.wait_for(client.request(request("OPTIONS", f"name-{i}"), dest),
+                                          5)
+            assert resp.status == 200
+        assert handler.requests[0].source.ip == "127.0.0.1"
+        with pytest.raises(TransportFailure):
+            await asyncio.wait_for(client.request(
+                request("OPTIONS", "bad-name"),
+                Target(transport, "bad..name", port)), 5)  # type: ignore[arg-type]
+    finally:
+        await client.stop()
+        await server.stop()
