@@ -21,10 +21,12 @@ CPU (% of one core, utime+stime of its process tree) and peak RSS. Table, then o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -216,7 +218,10 @@ def run_path(path: str, rates: list[float], step_seconds: float, hold_ms: int,
             wall = time.monotonic() - t0
             cpu = _cpu_seconds(pids) - cpu0
             sampler.stop_flag.set()
-            uas_proc.stop()
+            # let the UAS finish the last BYEs (a late one would hit the next step's UAS);
+            # wait() stops it if it overruns
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                uas_proc.wait(5)
             ok, failed = _counts(uac)
             rtts = _rtts(uac)
             step = Step(path, rate, calls, ok, failed + (calls - ok - failed),

@@ -62,15 +62,13 @@ class Softphone:
                 f" or port {self.tls_port})")
 
     def write_config(self) -> None:
-        empty = self.dir / "none.pem"
-        empty.touch()
         text = Template(TEMPLATE.read_text()).substitute(
             address=self.address, port=self.port, tone=self.tone, record_dir=self.dir,
             rtp_min=self.rtp_min, rtp_max=self.rtp_min + RTP_SPAN - 1,
-            certificate=self.certificate or empty, ca_file=self.ca_file or empty)
-        if self.certificate is None:
-            text = "\n".join(ln for ln in text.splitlines()
-                             if not ln.startswith(("sip_certificate", "sip_cafile")))
+            certificate=self.certificate or "", ca_file=self.ca_file or "")
+        # no TLS material: drop the lines rather than hand baresip empty paths
+        text = "\n".join(ln for ln in text.splitlines() if ln.split() != ["sip_certificate"]
+                         and ln.split() != ["sip_cafile"])
         (self.dir / "config").write_text(text + "\n")
         params = ["regint=0", "answermode=auto", "audio_codecs=PCMU"]
         if self.mediaenc:

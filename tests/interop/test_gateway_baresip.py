@@ -21,7 +21,14 @@ from tests.interop.gateway import Gateway
 from tests.interop.procs import Procs
 from tests.interop.test_harness_baresip_suites import BARESIP_OFFERS, BARESIP_SUITES
 from tests.interop.tone import read_samples, tone_coverage
-from tests.interop.wire import audible_tone, plain_pcmu, rtp_packets, sip_texts
+from tests.interop.wire import (
+    TAG_LENGTH,
+    audible_tone,
+    plain_pcmu,
+    rtp_packets,
+    sip_texts,
+    trailer_lengths,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -69,7 +76,8 @@ def _run_call(tmp_path: Path, procs: Procs, scene: Scene, caller: Softphone, cal
     return secure_cap, legacy_cap
 
 
-def _check(scene: Scene, keyed: str, secure_cap: Capture, legacy_cap: Capture) -> None:
+def _check(scene: Scene, suite: str, keyed: str, secure_cap: Capture,
+           legacy_cap: Capture) -> None:
     """``keyed``: the line the secure phone logs once its SRTP keys are in place."""
     secure, legacy = scene.secure, scene.legacy
     # Each side heard the other's tone for most of the call, and not its own.
@@ -84,6 +92,7 @@ def _check(scene: Scene, keyed: str, secure_cap: Capture, legacy_cap: Capture) -
     rtp = rtp_packets(d.payload for d in secure_udp)
     assert len(rtp) > 100
     assert plain_pcmu(rtp) == []
+    assert trailer_lengths(rtp) == {TAG_LENGTH[suite]}  # every packet carries the suite's tag
     assert audible_tone(rtp, SECURE_HZ) < 0.05 and audible_tone(rtp, LEGACY_HZ) < 0.05
     assert sip_texts(d.payload for d in secure_udp) == []
     tcp = [d.payload for d in secure_cap.tcp()]
@@ -105,14 +114,14 @@ def test_legacy_calls_secure_through_gateway(suite: str, tmp_path: Path, procs: 
     scene = _scene(tmp_path, procs, pki, suite)
     caps = _run_call(tmp_path, procs, scene, scene.legacy, scene.secure,
                      f"sip:carrier@{scene.gateway.udp_uri_host}")
-    _check(scene, f"SRTP is Enabled (cryptosuite={suite})", *caps)
+    _check(scene, suite, f"SRTP is Enabled (cryptosuite={suite})", *caps)
 
 
 def test_secure_calls_legacy_through_gateway(tmp_path: Path, procs: Procs, pki: Pki) -> None:
     scene = _scene(tmp_path, procs, pki, BARESIP_OFFERS)
     caps = _run_call(tmp_path, procs, scene, scene.secure, scene.legacy,
                      f"sip:pbx@{scene.gateway.tls_uri_host}")
-    _check(scene, f"SRTP is Enabled (cryptosuite={BARESIP_OFFERS})", *caps)
+    _check(scene, BARESIP_OFFERS, f"SRTP is Enabled (cryptosuite={BARESIP_OFFERS})", *caps)
 
 
 @pytest.mark.parametrize("direction", ["legacy_calls_secure", "secure_calls_legacy"])
@@ -125,4 +134,5 @@ def test_dtls_srtp_baresip_through_gateway(direction: str, tmp_path: Path, procs
     else:
         caps = _run_call(tmp_path, procs, scene, scene.secure, scene.legacy,
                          f"sip:pbx@{scene.gateway.tls_uri_host}")
-    _check(scene, "DTLS-SRTP complete (audio/RTP) Profile=AES_CM_128_HMAC_SHA1_80", *caps)
+    _check(scene, BARESIP_OFFERS,
+           "DTLS-SRTP complete (audio/RTP) Profile=AES_CM_128_HMAC_SHA1_80", *caps)

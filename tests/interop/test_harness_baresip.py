@@ -17,7 +17,14 @@ from tests.interop.capture import Capture
 from tests.interop.conftest import Pki
 from tests.interop.procs import Procs
 from tests.interop.tone import read_samples, tone_coverage
-from tests.interop.wire import audible_tone, plain_pcmu, rtp_packets, sip_texts
+from tests.interop.wire import (
+    TAG_LENGTH,
+    audible_tone,
+    plain_pcmu,
+    rtp_packets,
+    sip_texts,
+    trailer_lengths,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -53,6 +60,7 @@ def test_baresip_direct_plain_rtp_is_audible_on_the_wire(tmp_path: Path, procs: 
     udp = cap.udp()
     sent = [d.payload for d in udp if caller.rtp_min <= d.sport < caller.rtp_min + RTP_SPAN]
     assert len(plain_pcmu(sent)) > 100
+    assert trailer_lengths(sent) == {0}
     assert audible_tone(plain_pcmu(sent), 1000) > 0.7
     assert sip_texts(d.payload for d in udp)
 
@@ -68,6 +76,7 @@ def test_baresip_direct_tls_srtp_tones(tmp_path: Path, procs: Procs, pki: Pki) -
     rtp = rtp_packets(d.payload for d in cap.udp())
     assert len(rtp) > 100
     assert plain_pcmu(rtp) == []
+    assert trailer_lengths(rtp) == {TAG_LENGTH["AES_CM_128_HMAC_SHA1_80"]}
     assert audible_tone(rtp, 1000) < 0.05 and audible_tone(rtp, 600) < 0.05
     tcp = [d.payload for d in cap.tcp()]
     assert tcp and sip_texts(tcp) == []  # signalling only inside TLS

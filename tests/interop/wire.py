@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from tests.interop.tone import tone_coverage, ulaw_decode
 
 PCMU_FRAME = 160  # 20 ms of G.711 at 8 kHz
+TAG_LENGTH = {"AES_CM_128_HMAC_SHA1_80": 10, "AES_CM_128_HMAC_SHA1_32": 4,
+              "AEAD_AES_128_GCM": 16, "AEAD_AES_256_GCM": 16}
 
 
 def rtp_header_len(data: bytes) -> int | None:
@@ -37,6 +39,17 @@ def plain_pcmu(packets: Iterable[bytes]) -> list[bytes]:
         n = rtp_header_len(p)
         if n is not None and p[1] & 0x7F == 0 and len(p) - n == PCMU_FRAME:
             out.append(p)
+    return out
+
+
+def trailer_lengths(packets: Iterable[bytes]) -> set[int]:
+    """Bytes after one PCMU frame in each RTP-looking packet: the SRTP auth tag length (0 for
+    plain RTP), so a capture can show that every packet carries a tag of the negotiated size."""
+    out = set()
+    for p in packets:
+        n = rtp_header_len(p)
+        if n is not None and p[1] & 0x7F == 0:
+            out.add(len(p) - n - PCMU_FRAME)
     return out
 
 
