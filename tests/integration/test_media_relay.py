@@ -445,3 +445,21 @@ async def test_oversize_and_garbage_are_dropped_as_malformed(relay: MediaRelay) 
     assert (await relay.stats(info.session_id)).legs[0][0].drops["malformed"] == 4
     a.close()
     b.close()
+
+
+async def test_ssrc_change_mid_call_flows_both_ways(relay: MediaRelay) -> None:
+    a, b = await Peer.open(), await Peer.open()
+    keys = [generate_params("AEAD_AES_128_GCM") for _ in range(2)]
+    info = await relay.create_session()
+    await relay.update_leg(info.session_id, 0, 0, LegConfig(remote_rtp=a.addr))
+    await relay.update_leg(info.session_id, 1, 0, LegConfig(remote_rtp=b.addr, rx=keys[0],
+                                                            tx=keys[1]))
+    b_rx, b_tx = SrtpContext(keys[1], outbound=False), SrtpContext(keys[0], outbound=True)
+    for ssrc, first in ((0x1111, 100), (0x2222, 40000), (0x1111, 105)):
+        for seq in range(first, first + 3):
+            a.send(rtp(seq, ssrc), info.local(0).rtp)
+            assert b_rx.unprotect(await b.recv()) == rtp(seq, ssrc)
+            b.send(b_tx.protect(rtp(seq, ssrc + 1)), info.local(1).rtp)
+            assert await a.recv() == rtp(seq, ssrc + 1)
+    a.close()
+    b.close()
