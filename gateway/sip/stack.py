@@ -173,10 +173,10 @@ class SipStack:
     def bound(self, listener: str) -> tuple[str, int]:
         return self.transports.bound(listener)
 
-    def contact(self, listener: str) -> str:
-        """Our Contact URI on a listener."""
+    def contact(self, listener: str, toward: str | None = None) -> str:
+        """Our Contact URI on a listener (``toward``: the peer's IP, for wildcard binds)."""
         li = self.config.listener(listener)
-        host, port = self.bound(listener)
+        host, port = self.transports.advertised(listener, toward)
         host = f"[{host}]" if ":" in host else host
         return f"sip:{host}:{port};transport={li.transport}"
 
@@ -310,7 +310,8 @@ class SipStack:
     def _add_via(self, request: SipRequest, target: Target) -> None:
         li = self.transports.listener_for(target.transport, target.listener)
         if li is not None:
-            host, port = self.bound(li.name)
+            host, port = self.transports.advertised(
+                li.name, self.transports.resolved(target.host, target.listener))
         else:
             host, port = self.config.gateway.domain, 5061 if target.transport == "tls" else 5060
         host = f"[{host}]" if ":" in host else host

@@ -218,6 +218,24 @@ class SipTransports:
         """The address a listener actually bound (port 0 resolved)."""
         return self._bound[listener]
 
+    def advertised(self, listener: str, toward: str | None = None) -> tuple[str, int]:
+        """Address to put in Via and Contact for a listener. A wildcard bind (0.0.0.0, ::) is
+        replaced by the local address the kernel would use toward ``toward`` (an IP; no packet
+        is sent), else by the gateway's domain."""
+        host, port = self._bound[listener]
+        if not ipaddress.ip_address(host).is_unspecified:
+            return host, port
+        if toward is not None and _is_ip(toward):
+            peer = toward.strip("[]")
+            family = socket.AF_INET6 if ":" in peer else socket.AF_INET
+            try:
+                with socket.socket(family, socket.SOCK_DGRAM) as probe:
+                    probe.connect((peer, 9))
+                    return probe.getsockname()[0], port
+            except OSError:
+                pass
+        return self.config.gateway.domain, port
+
     def listener_for(self, transport: str, preferred: str | None = None) -> Listener | None:
         listeners = self.config.listeners
         for li in listeners:

@@ -593,3 +593,17 @@ async def test_idle_tls_connection_closed_with_close_notify(keys: Keys) -> None:
         writer.close()
     finally:
         await stack.stop()
+
+
+async def test_wildcard_bind_advertises_a_usable_address(keys: Keys) -> None:
+    """Tests never bind 0.0.0.0 (loopback only), so the bound address is set by hand here."""
+    from gateway.sip.transport import SipTransports
+
+    transports = SipTransports(config(keys), lambda data, source: None)
+    transports._bound.update({"v4": ("0.0.0.0", 5060), "v6": ("::", 5061),
+                              "lo": ("127.0.0.1", 5062)})
+    assert transports.advertised("v4", "127.0.0.1") == ("127.0.0.1", 5060)
+    assert transports.advertised("v6", "::1") == ("::1", 5061)
+    assert transports.advertised("v4") == ("gateway.srtpgw.test", 5060)
+    assert transports.advertised("v4", "carrier.example") == ("gateway.srtpgw.test", 5060)
+    assert transports.advertised("lo", "127.0.0.5") == ("127.0.0.1", 5062)
