@@ -270,18 +270,24 @@ class RelayClient:
     """``MediaRelayApi`` over the control socket of a relay in another process."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 on_timeout: TimeoutHandler | None = None) -> None:
+                 on_timeout: TimeoutHandler | None = None, reply_timeout: float = 5.0) -> None:
         self._reader, self._writer = reader, writer
         self._on_timeout = on_timeout
+        self._reply_timeout = reply_timeout
         self._ids = 0
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._totals: RelayTotals | None = None
         self._task = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
-    async def connect(cls, path: str, on_timeout: TimeoutHandler | None = None) -> RelayClient:
-        reader, writer = await asyncio.open_unix_connection(path, limit=16 * MAX_LINE)
-        return cls(reader, writer, on_timeout)
+    async def connect(cls, path: str, on_timeout: TimeoutHandler | None = None,
+                      reply_timeout: float = 5.0) -> RelayClient:
+        """Connect to a relay worker; a request unanswered for ``reply_timeout`` s fails."""
+        try:
+            reader, writer = await asyncio.open_unix_connection(path, limit=16 * MAX_LINE)
+        except OSError as exc:
+            raise ControlError(f"cannot reach the relay at {path}: {exc.strerror}") from None
+        return cls(reader, writer, on_timeout, reply_timeout)
 
     async def _read(self) -> None:
         try:
@@ -310,8 +316,12 @@ class RelayClient:
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending[self._ids] = fut
         self._writer.write((json.dumps({"id": self._ids, "op": op, **fields}) + "\n").encode())
-        await self._writer.drain()
-        reply = await fut
+        try:
+            await self._writer.drain()
+            reply = await asyncio.wait_for(fut, self._reply_timeout)
+        except (ConnectionError, TimeoutError):
+            self._pending.pop(self._ids, None)
+            raise ControlError(f"relay did not answer {op}") from None
         if not reply.get("ok"):
             raise _ERRORS.get(reply.get("error"), MediaError)(reply.get("message", ""))
         return reply.get("result")

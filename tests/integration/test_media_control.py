@@ -17,7 +17,7 @@ import pytest
 
 from gateway.config import MediaSection
 from gateway.media.api import LegConfig, PortsExhausted, UnknownSession, generate_params
-from gateway.media.control import ControlServer, RelayClient
+from gateway.media.control import ControlError, ControlServer, RelayClient
 from gateway.media.relay import MediaRelay
 from gateway.media.srtp import SrtpContext
 
@@ -114,3 +114,14 @@ async def test_bad_control_lines_get_error_replies(tmp_path: Path) -> None:
     reply = await server.handle(json.dumps(bad_key).encode())
     assert reply["error"] == "InvalidParams" and "c2VjcmV0" not in json.dumps(reply)
     await relay.close()
+
+
+async def test_client_fails_typed_when_the_relay_is_gone_or_silent(tmp_path: Path) -> None:
+    with pytest.raises(ControlError):
+        await RelayClient.connect(str(tmp_path / "nobody.sock"))
+    silent = await asyncio.start_unix_server(lambda r, w: None, str(tmp_path / "silent.sock"))
+    client = await RelayClient.connect(str(tmp_path / "silent.sock"), reply_timeout=0.2)
+    with pytest.raises(ControlError):
+        await client.stats("x")
+    await client.close()
+    silent.close()
