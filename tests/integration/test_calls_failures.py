@@ -156,6 +156,19 @@ async def test_unknown_source_is_dropped(rig: Rig) -> None:
     await finish(rig)
 
 
+@pytest.mark.parametrize("rig", [{"firewall": {"unknown_source": "403"}}], indirect=True)
+async def test_unknown_source_gets_403_when_configured(rig: Rig) -> None:
+    stranger = await SipTestUA.start("udp", "127.0.0.3", user="x")
+    try:
+        ep = await RtpEndpoint.open()
+        call = await stranger.invite(f"sip:100@{DOMAIN}", rig.udp, plain_offer(ep))
+        assert (await call.wait_final(3)).status == 403
+        assert rig.carrier.requests("INVITE") == []
+    finally:
+        await stranger.close()
+    await finish(rig)
+
+
 async def test_options_answered_locally_and_info_relayed(rig: Rig) -> None:
     resp = await rig.pbx.options(f"sip:{DOMAIN}", rig.udp)
     assert resp.status == 200 and "INVITE" in (resp.header("Allow") or "")
