@@ -148,6 +148,7 @@ class LegStream:
     def rtcp_in(self, buf: PacketBuffer, n: int, addr: Address) -> int:
         """Same as rtp_in for RTCP/SRTCP (plain RTCP on an SRTCP leg per accept_plain_rtcp)."""
         lenp = buf.length
+        plain = True
         if self.rx_handle is not None:
             original = bytes(buf.view[:n])
             lenp[0] = n
@@ -159,6 +160,7 @@ class LegStream:
                 if addr != self.latched_rtcp:
                     self._latch_rtcp(addr)
                 n = lenp[0]
+                plain = False
             elif not looks_like_plain_rtcp(original):
                 self._rx_failed(status)
                 return 0
@@ -181,7 +183,7 @@ class LegStream:
             return 0
         if peer.tx_handle is not None:
             lenp[0] = n
-            if self.rx_handle is None and buf.data[4:8] != peer.tx_ssrc:
+            if plain and buf.data[4:8] != peer.tx_ssrc:
                 peer.track_tx_ssrc(buf.data[4:8])
             if protect_rtcp(peer.tx_handle, buf.cdata, lenp):
                 self.drop_malformed += 1
