@@ -25,7 +25,7 @@ from gateway.b2bua.dialog import (
     without_tag,
 )
 from gateway.b2bua.media import DtlsContext, MediaBridge
-from gateway.b2bua.routing import classify, select_route
+from gateway.b2bua.routing import Routed, classify, select_route
 from gateway.b2bua.topology import copy_headers, unsupported_required
 from gateway.config import Config, HostPort, Trunk
 from gateway.media.api import MediaError, MediaRelayApi, PortsExhausted
@@ -363,9 +363,11 @@ class B2bua:
             return
         self._spawn(self._relay_options(req, tid, trunk, routed))
 
-    async def _relay_options(self, req: SipRequest, tid: Tid, src: Trunk, dst: Trunk) -> None:
-        leg = self._new_b_leg(req, src, dst, self._user(req))
-        out = request(leg, "OPTIONS", ruri=self._b_ruri(dst, self._user(req)),
+    async def _relay_options(self, req: SipRequest, tid: Tid, src: Trunk,
+                             routed: Routed) -> None:
+        dst = routed.trunk
+        leg = self._new_b_leg(req, src, dst, routed.user)
+        out = request(leg, "OPTIONS", ruri=self._b_ruri(dst, routed.user),
                       extra=copy_headers(req.headers, src, dst, self.config.gateway.domain),
                       user_agent=self.config.gateway.user_agent)
         try:
@@ -382,10 +384,9 @@ class B2bua:
         uri = req.uri
         return (uri.user or "") if isinstance(uri, SipUri) else ""
 
-    def _route(self, req: SipRequest, trunk: Trunk) -> Trunk | None:
+    def _route(self, req: SipRequest, trunk: Trunk) -> Routed | None:
         host = req.uri.host if isinstance(req.uri, SipUri) else ""
-        routed = select_route(self.config, trunk, self._user(req), host)
-        return routed.trunk if routed else None
+        return select_route(self.config, trunk, self._user(req), host)
 
     def _b_ruri(self, dst: Trunk, user: str) -> str:
         host = str(dst.peer)
@@ -423,18 +424,16 @@ class B2bua:
         if req.body and not _is_sdp(req):
             self._reply(tid, req, 415, extra=[("Accept", ACCEPT)])
             return
-        dst = self._route(req, trunk)
-        if dst is None:
+        routed = self._route(req, trunk)
+        if routed is None:
             self._reply(tid, req, trunk.no_route_status)
             return
+        dst = routed.trunk
         for t in (trunk, dst):
             if self.active_calls(t.name) >= t.max_calls:
                 self.counters["rejected.max_calls"] += 1
                 self._reply(tid, req, 503, extra=[("Retry-After", RETRY_AFTER)])
                 return
-        routed = select_route(self.config, trunk, self._user(req),
-                              req.uri.host if isinstance(req.uri, SipUri) else "")
-        assert routed is not None
         now = self._clock()
         a = Leg(trunk=trunk, call_id=req.call_id, local_tag=new_token(8),
                 local_uri=without_tag(req.headers.get("To") or "", "To"),
