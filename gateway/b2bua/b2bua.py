@@ -42,6 +42,7 @@ log = get_logger("b2bua")
 
 SUPPORTED: tuple[str, ...] = ()       # option tags we honour in Require (none: 420 for all)
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE, NOTIFY"
+RELAYED = frozenset({"INFO", "MESSAGE", "NOTIFY"})   # in-dialog requests passed to the other leg
 ACCEPT = "application/sdp"
 RETRY_AFTER = "30"
 SDP = "application/sdp"
@@ -669,7 +670,9 @@ class B2bua:
             self._offer_in_dialog(req, tid, call, leg)
         elif method in ("PRACK", "CANCEL"):
             self._reply(tid, req, 481, leg=leg)
-        elif method not in leg.trunk.methods:
+        elif (method not in RELAYED or method not in leg.trunk.methods
+              or method not in call.other(leg).trunk.methods):
+            # REFER and the like would need headers that never cross (Refer-To, Replaces)
             self._reply(tid, req, 405, leg=leg, extra=[("Allow", ALLOW)])
         elif call.state != CallState.CONFIRMED:
             self._reply(tid, req, 491 if method == "INVITE" else 403, leg=leg)

@@ -96,3 +96,17 @@ async def test_codec_change_reaches_the_other_side(rig: Rig) -> None:
     await call.bye(3)
     await rig.settle()
     rig.assert_clean()
+
+
+@pytest.mark.parametrize("rig", [{"trunks": {"carrier": {"methods": [
+    "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE"]}}}], indirect=True)
+async def test_refer_and_methods_the_far_trunk_refuses_get_405(rig: Rig) -> None:
+    call, _, _, _ = await establish(rig, rig.pbx, rig.carrier, "100", rig.udp)
+    refer = await call.request("REFER", headers=[("Refer-To", "<sip:200@pbx.internal>")])
+    assert refer.status == 405
+    info = await call.request("INFO", "Signal=1\r\n", "application/dtmf-relay")
+    assert info.status == 405          # the carrier trunk does not take INFO
+    assert rig.carrier.requests("REFER") == [] and rig.carrier.requests("INFO") == []
+    await call.bye(3)
+    await rig.settle()
+    rig.assert_clean()
