@@ -143,6 +143,18 @@ NAME_ADDR_RE = re.compile(
     r"(" + QUOTED_STRING + r"|(?:" + TOKEN + r"(?:[ \t]+" + TOKEN + r")*)?)" + SWS
     + r"<([^<> \t]+)>")
 
+# from-spec / to-param / contact-param / route-param: ( name-addr / addr-spec ) *( SEMI param )
+# Validation-only fast path for the everyday shape (plain display name, SIP URI as in
+# SIP_URI_FAST_RE with the port range checked, parameters as in FAST_PARAMS_RE). What it does
+# not match goes to the full parser, so it may only ever accept a subset of the grammar.
+PORT_16 = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+_FAST_URI = (r"sips?:(?:[A-Za-z0-9\-_.!~*'()&=+$,]+@)?" + HOST + r"(?::" + PORT_16 + r")?")
+_FAST_URI_PARAMS = r"(?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+)?)*"
+NAME_ADDR_FAST_RE = re.compile(
+    r"(?:(?:\"[^\"\\]*\"|" + TOKEN + r"(?:[ \t]+" + TOKEN + r")*)[ \t]*)?<" + _FAST_URI
+    + _FAST_URI_PARAMS + r">" + FAST_PARAMS_RE.pattern
+    + r"|" + _FAST_URI + FAST_PARAMS_RE.pattern)
+
 # sent-protocol     =  protocol-name SLASH protocol-version
 #                      SLASH transport
 # protocol-name     =  "SIP" / token

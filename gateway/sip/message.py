@@ -371,7 +371,12 @@ def _response(line: str, headers: Headers, body: bytes) -> SipResponse:
 
 
 def _validate(msg: SipRequest | SipResponse) -> None:
-    keys = msg.headers._keys
+    """Check every field the layers above rely on, so their typed views cannot fail later.
+
+    Name-addr fields are only checked here (fast path, else the full parser): their typed views
+    are built on first use."""
+    headers = msg.headers
+    keys = headers._keys
     for key in _SINGLE:
         if keys.count(key) > 1:
             raise SipParseError(400, f"more than one {canonical_name(key)}")
@@ -380,22 +385,25 @@ def _validate(msg: SipRequest | SipResponse) -> None:
             raise SipParseError(400, f"missing {name}")
     if not msg.via:
         raise SipParseError(400, "empty Via")
-    msg.from_  # noqa: B018 -- parsing is the validation
-    msg.to  # noqa: B018
+    _check_name_addr(headers.get("From") or "", "From")
+    _check_name_addr(headers.get("To") or "", "To")
     if g.CALLID_RE.fullmatch(msg.call_id) is None:
         raise SipParseError(400, "malformed Call-ID")
     cseq = msg.cseq
     if "max-forwards" in keys:
-        msg.max_forwards  # noqa: B018
-    if "contact" in keys and not msg.contact_star:
-        msg.contact  # noqa: B018
-    if "route" in keys:
-        msg.route  # noqa: B018
-    if "record-route" in keys:
-        msg.record_route  # noqa: B018
+        msg.max_forwards  # noqa: B018 -- parsing is the validation
+    for name, key in (("Contact", "contact"), ("Route", "route"),
+                      ("Record-Route", "record-route")):
+        if key in keys and not (key == "contact" and msg.contact_star):
+            for value in headers.values(name):
+                _check_name_addr(value, name)
     if isinstance(msg, SipRequest) and cseq.method != msg.method:
         raise SipParseError(400, "CSeq method does not match the request method")
 
+
+def _check_name_addr(value: str, what: str) -> None:
+    if g.NAME_ADDR_FAST_RE.fullmatch(value) is None:
+        parse_name_addr(value, what)
 
 
 _ANSWER_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")

@@ -146,3 +146,27 @@ def test_fast_uri_path_agrees_with_grammar(scheme: str, user: str | None, host: 
     except SipParseError:
         fast = None
     assert fast == slow
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(st.none(), st.sampled_from(['"Alice"', '""', "Bob", "A B", '"a\\\\"', "é"])),
+       st.sampled_from(["sip:a@b", "sips:+1555@h.example:5061", "sip:h:65535", "sip:h:65536",
+                        "sip:[::1]:5060", "sip:a@b;lr", "sip:a@b;transport=tls;x", "tel:+1",
+                        "sip:a b@c", "sip:a@-b", "sip:a@b;=x"]),
+       st.booleans(),
+       st.sampled_from(["", ";tag=1", ";tag=a;q=0.5", ";expires=3600;+sip.instance",
+                        "; tag=1", ";tag", ";received=::1", ";tag=\"q\"", ";;"]))
+def test_fast_name_addr_check_agrees_with_parser(display: str | None, uri: str, angle: bool,
+                                                 params: str) -> None:
+    from gateway.sip import grammar as g
+    from gateway.sip.headers import parse_name_addr
+
+    text = (f"{display} <{uri}>" if display is not None else f"<{uri}>") if angle else uri
+    text += params
+    try:
+        parse_name_addr(text, "x")
+        valid = True
+    except SipParseError:
+        valid = False
+    if g.NAME_ADDR_FAST_RE.fullmatch(text):
+        assert valid, text  # the fast check may only accept what the parser accepts
