@@ -45,6 +45,7 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE, NOTIFY"
 RELAYED = frozenset({"INFO", "MESSAGE", "NOTIFY"})   # in-dialog requests passed to the other leg
 ACCEPT = "application/sdp"
 RETRY_AFTER = "30"
+RING_TIMEOUT = 170.0   # below the stack's 180 s timer C, so the caller still gets our answer
 SDP = "application/sdp"
 
 
@@ -94,6 +95,7 @@ class B2bua:
         self.relay = relay
         self.calls: dict[str, Call] = {}
         self.accepting = True                      # False while draining: new INVITEs get 503
+        self.ring_timeout = RING_TIMEOUT           # longest wait for the callee's next response
         self._clock = clock or asyncio.get_running_loop().time
         self._on_call_end = on_call_end
         self._dialogs: dict[tuple[str, str], tuple[Call, Leg]] = {}
@@ -492,7 +494,14 @@ class B2bua:
         inv.client = client
         while True:
             try:
-                resp = await client.response()
+                resp = await asyncio.wait_for(client.response(), self.ring_timeout)
+            except TimeoutError:
+                # no progress from the callee for longer than the caller's INVITE transaction
+                # lives (the stack's timer C): give up on both legs with a final answer
+                client.cancel()
+                if not inv.closed:
+                    self._fail(inv, 408, "callee gave no final response")
+                return
             except TransactionTimeout:
                 if not inv.closed:
                     self._fail(inv, 408, "destination timed out")

@@ -227,3 +227,16 @@ async def test_session_expiry_sweep_ends_idle_calls(rig: Rig) -> None:
     await call.wait_request("BYE", 2)
     await incoming.wait_request("BYE", 2)
     await finish(rig)
+
+
+async def test_endless_ringing_is_cancelled_with_408(rig: Rig) -> None:
+    rig.gw.b2bua.ring_timeout = 0.5
+    ep = await RtpEndpoint.open()
+    rig.carrier.uas.invite_statuses = (180, 200)
+    rig.carrier.uas.delay = 5.0
+    call = await rig.pbx.invite(f"sip:100@{DOMAIN}", rig.udp, plain_offer(ep))
+    await call.wait_response(180, 3)
+    assert (await call.wait_final(3)).status == 408
+    incoming = await rig.carrier.wait_call(1)
+    await incoming.wait_state("terminated", 3)      # the callee got our CANCEL
+    await finish(rig)
