@@ -407,8 +407,7 @@ class B2bua:
         caller = f"<sip:{from_user}@{domain}>" if from_user else f"<sip:anonymous@{domain}>"
         callee = f"<sip:{user}@{dst.peer.host}>" if user else f"<sip:{dst.peer.host}>"
         return Leg(trunk=dst, call_id=new_token(16), local_tag=new_token(8), local_uri=caller,
-                   remote_uri=callee, peer=dst.peer, contact=self.sip.contact(dst.listener),
-                   secure=dst.transport == "tls")
+                   remote_uri=callee, peer=dst.peer, contact=self.sip.contact(dst.listener))
 
     def _new_invite(self, req: SipRequest, tid: Tid, trunk: Trunk, source: HostPort) -> None:
         if not self.accepting:
@@ -441,8 +440,7 @@ class B2bua:
         a = Leg(trunk=trunk, call_id=req.call_id, local_tag=new_token(8),
                 local_uri=without_tag(req.headers.get("To") or "", "To"),
                 remote_uri=without_tag(req.headers.get("From") or "", "From"),
-                peer=source, contact=self.sip.contact(trunk.listener),
-                secure=trunk.transport == "tls")
+                peer=source, contact=self.sip.contact(trunk.listener))
         uas_leg(a, req)
         b = self._new_b_leg(req, trunk, dst, routed.user)
         call = Call(id=new_token(8), a=a, b=b, created=now, last_activity=now)
@@ -604,8 +602,6 @@ class B2bua:
 
     async def _provisional(self, inv: _Invite, bridge: MediaBridge, resp: SipResponse) -> None:
         call = inv.call
-        if resp.to.tag:
-            call.early_tags.add(resp.to.tag)
         learn_response(call.b, resp)
         body = b""
         if _is_sdp(resp):

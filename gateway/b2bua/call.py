@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateway.config import HostPort, Trunk
 
@@ -56,7 +56,6 @@ class Leg:
     route_set: tuple[str, ...] = ()
     local_cseq: int = 0
     remote_cseq: int | None = None
-    secure: bool = False              # the signalling transport of this leg is TLS
 
     def next_cseq(self) -> int:
         self.local_cseq += 1
@@ -77,7 +76,6 @@ class Call:
     answered_at: float | None = None
     ended_at: float | None = None
     end_reason: EndReason | None = None
-    early_tags: set[str] = field(default_factory=set)
     reinvite_pending: bool = False   # an offer/answer exchange in progress (glare -> 491)
 
     def other(self, leg: Leg) -> Leg:
