@@ -205,7 +205,8 @@ class B2bua:
         call = self._by_session.get(session_id)
         if call is None or call.state not in (CallState.ANSWERED, CallState.CONFIRMED):
             return   # a call may ring for longer than the media timeout without early media
-        if call.a.trunk.end_call_on_media_timeout or call.b.trunk.end_call_on_media_timeout:
+        # a trunk that opts out (long silences, fax) keeps its calls whatever the other says
+        if call.a.trunk.end_call_on_media_timeout and call.b.trunk.end_call_on_media_timeout:
             log.info("call.media_timeout", call=call.id, stream=stream)
             self._end(call, EndReason.MEDIA_TIMEOUT)
 

@@ -240,3 +240,14 @@ async def test_endless_ringing_is_cancelled_with_408(rig: Rig) -> None:
     incoming = await rig.carrier.wait_call(1)
     await incoming.wait_state("terminated", 3)      # the callee got our CANCEL
     await finish(rig)
+
+
+@pytest.mark.parametrize("rig", [{"trunks": {"carrier": {"media_timeout": 1.0},
+                                             "pbx": {"end_call_on_media_timeout": False}}}],
+                         indirect=True)
+async def test_media_timeout_keeps_calls_of_a_trunk_that_opts_out(rig: Rig) -> None:
+    call, _, _, _ = await establish(rig, rig.pbx, rig.carrier, "100", rig.udp)
+    await asyncio.sleep(2.0)
+    assert len(rig.gw.calls) == 1 and call.state == "confirmed"
+    await call.bye(3)
+    await finish(rig)
