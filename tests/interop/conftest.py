@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from gateway.ops.keys import KeySet, init_keys
+from gateway.ops.keys import KeySet, init_keys, load_private_key, make_leaf
 from tests.interop.procs import Procs
 
 
@@ -28,6 +30,19 @@ class Pki:
     keys: KeySet
     peer_pem: Path  # peer cert chain + key in one file, the form baresip wants
     gateway_pem: Path
+
+    def mint_peer(self, domain: str) -> Path:
+        """Another peer identity from the same dev CA (``sip:<domain>``), as baresip's PEM."""
+        ca_cert = x509.load_pem_x509_certificate(self.keys.ca_cert.read_bytes())
+        key, cert = make_leaf(load_private_key(self.keys.dir / "ca.key"), ca_cert, domain,
+                              dns=[domain], ips=["127.0.0.1"], uris=[f"sip:{domain}"])
+        pem = self.keys.dir / f"{domain}.pem"
+        pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM)
+                        + self.keys.ca_cert.read_bytes()
+                        + key.private_bytes(serialization.Encoding.PEM,
+                                            serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+        return pem
 
 
 @pytest.fixture

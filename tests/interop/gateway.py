@@ -39,13 +39,16 @@ class Gateway:
     log_level: str = "info"
     secure_transport: str = "tls"  # "udp" only for load baselines (SDES keys in clear)
     secure_media: str = "srtp"  # or "dtls-srtp"
+    legacy_secure: bool = False  # make "pbx" a second secure trunk (TLS, SDES): SRTP <-> SRTP
+    pbx_identity: str = "peer.srtpgw.test"  # its peer's certificate identity, when secure
     media_ports: int = MEDIA_PORTS
     address: str = field(default_factory=loopback_address)
 
     def __post_init__(self) -> None:
         self.dir = self.workdir / "gateway"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.udp_port = free_port(self.address, tcp=False)
+        self.udp_port = free_port(self.address, udp=not self.legacy_secure,
+                                  tcp=self.legacy_secure)
         self.tls_port = free_port(self.address, udp=self.secure_transport == "udp",
                                   tcp=self.secure_transport != "udp")
         self.admin_port = free_port(self.address, udp=False)
@@ -63,10 +66,14 @@ class Gateway:
             secure_sources=json.dumps(list(self.secure_sources)),
             suites=json.dumps(list(self.suites)), rate=f"{self.rate:.1f}", burst=burst,
             secure_transport=self.secure_transport, secure_media=self.secure_media,
-            secure_identity=(
-                'tls_server_name = "peer.srtpgw.test"\ntls_identity = ["sip:peer.srtpgw.test"]'
-                if self.secure_transport == "tls" else "allow_sdes_over_insecure = true"),
-            pike_max=max(200, int(self.rate * 4)))
+            secure_identity=_identity("peer.srtpgw.test") if self.secure_transport == "tls"
+            else "allow_sdes_over_insecure = true",
+            pike_max=max(200, int(self.rate * 4)),
+            legacy_side="secure" if self.legacy_secure else "legacy",
+            legacy_transport="tls" if self.legacy_secure else "udp",
+            legacy_media="srtp" if self.legacy_secure else "rtp",
+            legacy_identity=f"{_identity(self.pbx_identity)}\n"
+            f"suites = {json.dumps(list(self.suites))}" if self.legacy_secure else "")
         path = self.dir / "srtpgw.toml"
         path.write_text(text)
         load_config(path)  # a harness typo should fail here, with the gateway's own message
@@ -94,8 +101,15 @@ class Gateway:
 
     @property
     def udp_uri_host(self) -> str:
+        """The "pbx" trunk's listener (a TLS one when ``legacy_secure``)."""
+        if self.legacy_secure:
+            return f"{self.address}:{self.udp_port};transport=tls"
         return f"{self.address}:{self.udp_port}"
 
     @property
     def tls_uri_host(self) -> str:
         return f"{self.address}:{self.tls_port};transport=tls"
+
+
+def _identity(domain: str) -> str:
+    return f'tls_server_name = "{domain}"\ntls_identity = ["sip:{domain}"]'

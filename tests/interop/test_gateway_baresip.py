@@ -8,6 +8,7 @@ legacy side's plain RTP (positive control) carries the tones the gateway decrypt
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,3 +137,56 @@ def test_dtls_srtp_baresip_through_gateway(direction: str, tmp_path: Path, procs
                          f"sip:pbx@{scene.gateway.tls_uri_host}")
     _check(scene, BARESIP_OFFERS,
            "DTLS-SRTP complete (audio/RTP) Profile=AES_CM_128_HMAC_SHA1_80", *caps)
+
+
+def _inline_keys(log: str) -> set[str]:
+    return set(re.findall(r"a=crypto:\d+ \S+ inline:([A-Za-z0-9+/=]+)", log))
+
+
+REUSE_BUG = ("gateway.sip.transport.reusable() sends to any inbound TLS connection from the "
+             "target's IP whose certificate matches the trunk identity, whatever its port and "
+             "without a Via alias (RFC 5923): the pbx INVITE goes down the carrier phone's "
+             "connection, which answers 404")
+
+
+@pytest.mark.parametrize("west_identity", [
+    "west.srtpgw.test",
+    pytest.param("peer.srtpgw.test", marks=pytest.mark.xfail(strict=True, reason=REUSE_BUG)),
+])
+def test_srtp_to_srtp_rekeys_each_leg(west_identity: str, tmp_path: Path, procs: Procs,
+                                      pki: Pki) -> None:
+    """Two SDES peers on two secure trunks: tones pass, and no key crosses from one leg to the
+    other (rtpengine passes an offerer's key through unless told to recrypt; we never do).
+    With the same certificate identity on both peers (one carrier, two SBCs on one address)
+    each call must still reach the trunk's own peer."""
+    for tool in ("baresip", "tshark"):
+        require_tool(tool)
+    tls = dict(workdir=tmp_path, mediaenc="srtp-mand", ca_file=pki.keys.ca_cert)
+    east = Softphone("carrier", tone_hz=SECURE_HZ, certificate=pki.peer_pem, **tls)
+    west_pem = pki.peer_pem if west_identity == "peer.srtpgw.test" else pki.mint_peer(
+        west_identity)
+    west = Softphone("pbx", tone_hz=LEGACY_HZ, certificate=west_pem, **tls)
+    gw = Gateway(tmp_path, pki.keys.dir, legacy_peer=f"{west.address}:{west.tls_port}",
+                 secure_peer=f"{east.address}:{east.tls_port}",
+                 legacy_sources=[f"{west.address}/32"], secure_sources=[f"{east.address}/32"],
+                 legacy_secure=True, pbx_identity=west_identity)
+    gw.start(procs)
+    east_cap = Capture(procs, tmp_path, "east", east.capture_filter)
+    west_cap = Capture(procs, tmp_path, "west", west.capture_filter)
+    west.start(procs, seconds=CALL_SECONDS + 8)
+    east.start(procs, seconds=CALL_SECONDS, dial=f"sip:pbx@{gw.tls_uri_host}")
+    wait_all([east, west], timeout=CALL_SECONDS + 20)
+    east_cap.stop()
+    west_cap.stop()
+    assert east.established() and west.established(), procs.tails()
+
+    assert tone_coverage(read_samples(east.recording()), LEGACY_HZ) > 0.6
+    assert tone_coverage(read_samples(west.recording()), SECURE_HZ) > 0.6
+    east_keys, west_keys = _inline_keys(east.log()), _inline_keys(west.log())
+    assert len(east_keys) >= 2 and len(west_keys) >= 2  # each leg: the phone's and ours
+    assert east_keys.isdisjoint(west_keys)
+    for cap in (east_cap, west_cap):
+        rtp = rtp_packets(d.payload for d in cap.udp())
+        assert len(rtp) > 100
+        assert trailer_lengths(rtp) == {TAG_LENGTH[BARESIP_OFFERS]}
+        assert audible_tone(rtp, SECURE_HZ) < 0.05 and audible_tone(rtp, LEGACY_HZ) < 0.05
