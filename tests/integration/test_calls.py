@@ -305,3 +305,22 @@ async def test_hold_resume_rekey_and_address_change(rig: Rig) -> None:
     await rig.settle()
     rig.assert_clean()
 
+
+
+@pytest.mark.parametrize("rig", [{"trunks": {"carrier": {"media": "srtp-optional",
+                                                         "side": "legacy"}}}],
+                         indirect=True)
+async def test_srtp_optional_falls_back_to_plain_when_the_peer_declines(rig: Rig) -> None:
+    pbx_ep, car_ep = await rig.endpoints()
+    rig.carrier.uas.answer = answerer(car_ep, suites=())   # this carrier phone has no SRTP
+    call = await rig.pbx.invite(f"sip:100@{DOMAIN}", rig.udp, plain_offer(pbx_ep))
+    final = await call.wait_final(5)
+    assert final.status == 200
+    apply_answer(pbx_ep, final.body)
+    offered = parse_media((await rig.carrier.wait_call(2)).invite.body)[0]
+    assert offered.proto == "RTP/AVP" and offered.cryptos     # best effort: SDES on AVP
+    assert car_ep.rx_key is None
+    await media_both_ways(pbx_ep, car_ep)
+    await call.bye(3)
+    await rig.settle()
+    rig.assert_clean()
