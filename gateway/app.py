@@ -16,10 +16,9 @@ import uvloop
 
 from gateway.b2bua.b2bua import B2bua
 from gateway.b2bua.call import Call
-from gateway.b2bua.media import DtlsContext
+from gateway.b2bua.media import dtls_context
 from gateway.b2bua.routing import source_allowed
 from gateway.config import Config
-from gateway.media.dtls_identity import DtlsIdentity
 from gateway.media.relay import MediaRelay
 from gateway.ops.gateway_view import attach_ops
 from gateway.ops.log import get_logger
@@ -51,11 +50,8 @@ class Gateway:
                               on_invalid=self._on_invalid,
                               on_stray_response=self._on_stray,
                               on_ack_timeout=self._on_ack_timeout)
-        dtls = None
-        if any(t.media == "dtls-srtp" for t in config.trunks):
-            dtls = DtlsContext(DtlsIdentity.from_config(config.dtls), config.dtls)
         self.b2bua = B2bua(config, self.stack, self.relay, clock=self.loop.time,
-                           on_call_end=self._call_ended, dtls=dtls)
+                           on_call_end=self._call_ended, dtls=dtls_context(config))
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_task: asyncio.Task[list[str]] | None = None
         self.requests: Counter[tuple[str, str]] = Counter()  # (method, transport), for metrics

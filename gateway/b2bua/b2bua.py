@@ -24,7 +24,7 @@ from gateway.b2bua.dialog import (
     uas_leg,
     without_tag,
 )
-from gateway.b2bua.media import DtlsContext, MediaBridge
+from gateway.b2bua.media import DtlsContext, MediaBridge, dtls_context
 from gateway.b2bua.routing import Routed, classify, select_route
 from gateway.b2bua.topology import copy_headers, unsupported_required
 from gateway.config import Config, HostPort, Trunk
@@ -110,7 +110,11 @@ class B2bua:
 
     # ------------------------------------------------------------------ public inputs
     def reload(self, config: Config) -> None:
-        """New trunks and routes apply to new calls; live calls keep the trunks they began with."""
+        """New trunks and routes apply to new calls; live calls keep the trunks they began with.
+
+        The DTLS certificate is read again (it may have been rotated) before anything changes,
+        so a bad one fails the reload (DtlsIdentityError) and leaves the B2BUA as it was."""
+        self.dtls = dtls_context(config)
         self.config = config
 
     def active_calls(self, trunk: str | None = None) -> int:

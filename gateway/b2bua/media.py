@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gateway.config import DtlsSection, Trunk
+from gateway.config import Config, DtlsSection, Trunk
 from gateway.media.api import (
     Address,
     LegConfig,
@@ -91,6 +91,13 @@ class DtlsContext:
 
     identity: DtlsIdentity
     section: DtlsSection
+
+
+def dtls_context(config: Config) -> DtlsContext | None:
+    """Load our DTLS certificate when some trunk runs dtls-srtp (raises DtlsIdentityError)."""
+    if not any(t.media == "dtls-srtp" for t in config.trunks):
+        return None
+    return DtlsContext(DtlsIdentity.from_config(config.dtls), config.dtls)
 
 
 def _setup_for(role: Role) -> Setup:

@@ -6,6 +6,7 @@ handshake against the gateway's media port, and media flows both ways, SRTP on i
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import struct
 
 import pytest
@@ -147,6 +148,36 @@ async def test_dtls_srtp_caller_to_plain_rtp(rig: Rig) -> None:
             if data[0] >= 128:
                 break
         assert peer.rx.unprotect(data)[12:] == pattern_payload(7)
+        await call.bye(3)
+        await rig.settle()
+        rig.assert_clean()
+    finally:
+        pbx_ep.close()
+        peer.close()
+
+
+async def test_reload_turns_a_trunk_to_dtls_srtp(rig: Rig) -> None:
+    cfg = rig.gw.config
+    assert rig.gw.b2bua.dtls is None
+    trunks = tuple(dataclasses.replace(t, media="dtls-srtp") if t.name == "carrier2" else t
+                   for t in cfg.trunks)
+    rig.gw.b2bua.reload(dataclasses.replace(cfg, trunks=trunks))
+    assert rig.gw.b2bua.dtls is not None
+    peer = BaresipLikePeer("client")
+    handshake: list[asyncio.Future[None]] = []
+
+    def answer(invite: SipMessage) -> str:
+        offered = parse_media(invite.body)[0]
+        handshake.append(asyncio.ensure_future(asyncio.to_thread(peer.handshake, offered.addr)))
+        return dtls_answer(peer, "active")
+
+    rig.carrier2.uas.answer = answer
+    pbx_ep = await RtpEndpoint.open()
+    try:
+        call = await rig.pbx.invite(f"sip:8100@{DOMAIN}", rig.udp, plain_offer(pbx_ep))
+        assert (await call.wait_final(5)).status == 200
+        await asyncio.wait_for(handshake[0], 8)
+        assert peer.error is None and peer.tx is not None
         await call.bye(3)
         await rig.settle()
         rig.assert_clean()
