@@ -95,8 +95,9 @@ def gateway_config(tmp: Path, keys: Path, uas: dict[str, SipTestUA],
     """Four trunks, each on its own listener. From the PBX, R-URI users starting with 9 go to
     the second PBX and with 8 to the second carrier; from the carrier, 7 goes to the second
     carrier; everything else crosses legacy <-> secure. ``media_ports`` sizes the relay's
-    port range (default 50)."""
+    port range (default 50), ``pbx2_transport`` the second PBX's transport (default udp)."""
     size = overrides.pop("media_ports", 50)
+    pbx2_transport = overrides.pop("pbx2_transport", "udp")
     start = media_range(size)
 
     def legacy(name: str, listener: str, **kw: Any) -> dict[str, Any]:
@@ -114,7 +115,7 @@ def gateway_config(tmp: Path, keys: Path, uas: dict[str, SipTestUA],
         "pbx": legacy("pbx", "udp", route_to="carrier", trusted=True,
                       route=[{"prefix": "9", "strip": 1, "to": "pbx2"},
                              {"prefix": "8", "strip": 1, "to": "carrier2"}]),
-        "pbx2": legacy("pbx2", "udp2", route_to="pbx"),
+        "pbx2": legacy("pbx2", "udp2", route_to="pbx", transport=pbx2_transport),
         "carrier": secure("carrier", "tls", ["AEAD_AES_256_GCM", "AES_CM_128_HMAC_SHA1_80"],
                           route_to="pbx", route=[{"prefix": "7", "strip": 1, "to": "carrier2"}]),
         "carrier2": secure("carrier2", "tls2", ["AES_CM_128_HMAC_SHA1_80"], route_to="carrier"),
@@ -141,8 +142,8 @@ def gateway_config(tmp: Path, keys: Path, uas: dict[str, SipTestUA],
         "media": {"address": "127.0.0.1", "port_min": start, "port_max": start + size - 1},
         "sip": {"t1": 0.1, "t2": 0.4, "t4": 0.5},
         "admin": {"enabled": False},
-        "listener": [listener("udp", "udp"), listener("udp2", "udp"), listener("tls", "tls"),
-                     listener("tls2", "tls")],
+        "listener": [listener("udp", "udp"), listener("udp2", pbx2_transport),
+                     listener("tls", "tls"), listener("tls2", "tls")],
         "trunk": list(trunks.values()),
     }
     for section, values in overrides.items():
@@ -153,9 +154,11 @@ def gateway_config(tmp: Path, keys: Path, uas: dict[str, SipTestUA],
 @pytest.fixture
 async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
     keys = make_test_pki(tmp_path / "keys").dir
+    params = dict(getattr(request, "param", {}))
+    pbx2_transport = params.get("pbx2_transport", "udp")
     uas = {
         "pbx": await SipTestUA.start("udp", user="pbx", domain="pbx.internal"),
-        "pbx2": await SipTestUA.start("udp", user="pbx2", domain="pbx2.internal"),
+        "pbx2": await SipTestUA.start(pbx2_transport, user="pbx2", domain="pbx2.internal"),
     }
     # Both carriers present the same certificate; distinct addresses keep the stack's
     # connection reuse (RFC 5923: same address and identity) from mixing them up.
@@ -164,7 +167,7 @@ async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[R
                                           tls_server=server_context(keys, "peer"),
                                           tls_client=client_context(keys, "peer"),
                                           server_name=GATEWAY_NAME)
-    cfg = gateway_config(tmp_path, keys, uas, **getattr(request, "param", {}))
+    cfg = gateway_config(tmp_path, keys, uas, **params)
     gw = Gateway(cfg)
     await gw.start()
     try:
@@ -321,6 +324,20 @@ async def test_srtp_optional_falls_back_to_plain_when_the_peer_declines(rig: Rig
     assert offered.proto == "RTP/AVP" and offered.cryptos     # best effort: SDES on AVP
     assert car_ep.rx_key is None
     await media_both_ways(pbx_ep, car_ep)
+    await call.bye(3)
+    await rig.settle()
+    rig.assert_clean()
+
+
+@pytest.mark.parametrize("rig", [{"pbx2_transport": "tcp"}], indirect=True)
+async def test_rtp_to_rtp_over_tcp_both_directions(rig: Rig) -> None:
+    call, incoming, a_ep, b_ep = await establish(rig, rig.pbx, rig.pbx2, "9555", rig.udp)
+    await media_both_ways(a_ep, b_ep)
+    await incoming.bye(3)
+    await call.wait_request("BYE", 2)
+    call, incoming, a_ep, b_ep = await establish(rig, rig.pbx2, rig.pbx, "556",
+                                                 rig.addr("udp2"))
+    await media_both_ways(a_ep, b_ep)
     await call.bye(3)
     await rig.settle()
     rig.assert_clean()
