@@ -607,3 +607,26 @@ async def test_wildcard_bind_advertises_a_usable_address(keys: Keys) -> None:
     assert transports.advertised("v4") == ("gateway.srtpgw.test", 5060)
     assert transports.advertised("v4", "carrier.example") == ("gateway.srtpgw.test", 5060)
     assert transports.advertised("lo", "127.0.0.5") == ("127.0.0.1", 5062)
+
+
+async def test_pipelined_pair_split_at_every_byte_boundary_over_tcp(keys: Keys) -> None:
+    """Two pipelined requests, cut at every octet: the first part goes out as its own segment
+    (TCP_NODELAY, then a pause) and the server must still frame both exactly."""
+    import socket
+
+    stack = await started(config(keys), Answering())
+    try:
+        reader, writer = await asyncio.open_connection(*stack.bound("tcp"))
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        data = options("TCP", call_id="pa") + options("TCP", call_id="pb")
+        for cut in range(1, len(data)):
+            writer.write(data[:cut])
+            await writer.drain()
+            await asyncio.sleep(0.001)
+            writer.write(data[cut:])
+            got = [(await read_message(reader)).call_id for _ in range(2)]
+            assert got == ["pa", "pb"], cut
+        assert stack.transports.counters["framing_errors"] == 0
+        writer.close()
+    finally:
+        await stack.stop()
