@@ -7,12 +7,36 @@ preallocated buffer that the socket also receives into (``PacketBuffer``). Sans-
 AES_256_CM_HMAC_SHA1_80 (RFC 6188) has no libsrtp profile constant in pylibsrtp's binding, so its
 crypto policy is written field by field (cipher AES-ICM-256, HMAC-SHA1, 80-bit tag); the unit tests
 check it against an independent RFC 3711 implementation built on ``cryptography``.
+
+Rollover counter (ROC) across a re-key. RFC 3711 §3.3.1: the sender starts the ROC at zero when
+the session starts and increments it each time the 16-bit sequence number wraps; the packet index
+is 2^16 * ROC + SEQ and feeds the keystream IV and the authentication tag (the ROC is appended to
+the authenticated portion), but the ROC itself is never sent. A receiver joining an ongoing
+session MUST be given the current ROC out of band, and changing the master key does not restart
+the SSRC's packet index (re-keying is not a new session). RFC 4568 §7.1.4 (modifying a session by
+offer/answer): a new ``a=crypto`` key for an existing stream replaces the master key only; the
+SSRCs already flowing keep their sequence numbers and ROC under the new key. A relay that opens a
+fresh libsrtp session for the new key would assume ROC 0 for every SSRC, so after a wrap (65,536
+packets, ~22 minutes at 50 pps) inbound packets fail authentication and outbound packets carry an
+index the receiver does not expect. ``carry_roc(old, new)`` therefore copies, per SSRC that the
+old context has seen, its ROC into the new context (a stream is added for the SSRC, and libsrtp
+uses the ROC for that SSRC's next packet). Limitation: libsrtp applies a carried ROC literally to
+the first packet under the new key, so a re-key whose first new-key packet is the one that wraps
+the sequence number puts that SSRC one ROC behind.
+
+``srtp_get_stream_roc``/``srtp_set_stream_roc``/``srtp_stream_list_for_each`` are exported by the
+libsrtp inside pylibsrtp's own extension module but not declared by its binding; they are reached
+with ``ffi.dlopen(..., RTLD_NOLOAD)`` of that same file, which can only return the copy already
+loaded. None of this is on the per-packet path.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+import cffi
+from pylibsrtp import _binding
 from pylibsrtp._binding import ffi, lib
 
 from gateway.media.api import SrtpParams
@@ -41,6 +65,24 @@ _PROFILES = {
 _SRTP_AES_ICM_256 = 5
 _SEC_SERV_AUTH = 2
 _CIPHER_TYPE, _CIPHER_KEY_LEN, _SEC_SERV = 0, 1, 5
+
+
+_roc_ffi = cffi.FFI()
+_roc_ffi.cdef("""
+int srtp_get_stream_roc(void *session, uint32_t ssrc, uint32_t *roc);
+int srtp_set_stream_roc(void *session, uint32_t ssrc, uint32_t roc);
+void srtp_stream_list_for_each(void *list, int (*callback)(void *, void *), void *data);
+const char *srtp_get_version_string(void);
+""")
+# RTLD_NOLOAD: only hand back the copy the pylibsrtp import already mapped, never a second one
+# (a second copy would have its own crypto kernel and must never touch these srtp_t handles).
+_roc_lib: Any = _roc_ffi.dlopen(_binding.__file__, os.RTLD_NOW | os.RTLD_NOLOAD)
+# srtp_stream_list_for_each walks the session's stream list, the first field of srtp_ctx_t, and
+# hands each srtp_stream_ctx_t, whose first field is the SSRC (network order): true for the
+# stream-list API of libsrtp 2.5 to 2.7 (pylibsrtp 1.0.0 bundles 2.7.0).
+LIBSRTP_VERSION = _roc_ffi.string(_roc_lib.srtp_get_version_string()).decode()
+if not LIBSRTP_VERSION.startswith(("libsrtp2 2.5.", "libsrtp2 2.6.", "libsrtp2 2.7.")):
+    raise ImportError(f"{LIBSRTP_VERSION}: stream walk for ROC continuity not verified")
 
 
 class SrtpError(Exception):
@@ -132,6 +174,55 @@ class SrtpContext:
         if status != OK:
             raise SrtpError(status)
         return bytes(buf.data[:buf.length[0]])
+
+
+def _raw(handle: Any) -> Any:
+    return _roc_ffi.cast("void *", int(ffi.cast("uintptr_t", handle)))
+
+
+def stream_rocs(ctx: SrtpContext) -> dict[int, int]:
+    """The SSRCs (host order) that ``ctx`` has a stream for, with each one's ROC."""
+    if ctx.handle == ffi.NULL:
+        return {}
+    ssrcs: list[int] = []
+
+    @_roc_ffi.callback("int(void *, void *)")
+    def collect(stream: Any, _data: Any) -> int:
+        ssrcs.append(int.from_bytes(_roc_ffi.buffer(stream, 4)[:], "big"))
+        return 0
+
+    raw = _raw(ctx.handle)
+    _roc_lib.srtp_stream_list_for_each(_roc_ffi.cast("void **", raw)[0], collect, _roc_ffi.NULL)
+    rocs = {}
+    roc = _roc_ffi.new("uint32_t *")
+    for ssrc in ssrcs:
+        if _roc_lib.srtp_get_stream_roc(raw, ssrc, roc) == OK:
+            rocs[ssrc] = roc[0]
+    return rocs
+
+
+def carry_roc(old: SrtpContext, new: SrtpContext) -> int:
+    """Give ``new`` the ROC ``old`` reached for each SSRC it knows (RFC 3711 §3.3.1, RFC 4568
+    §7.1.4: a new key does not restart the index). SSRCs whose ROC in ``new`` is already as high
+    are left alone. Returns how many SSRCs were carried."""
+    have = stream_rocs(new)
+    carried = 0
+    for ssrc, roc in stream_rocs(old).items():
+        if roc <= have.get(ssrc, 0):
+            continue
+        if ssrc not in have:
+            policy, key = _policy(new.params, new.outbound)
+            policy.ssrc.type = lib.ssrc_specific
+            policy.ssrc.value = ssrc
+            status = lib.srtp_add_stream(new.handle, policy)
+            ffi.memmove(key, bytes(len(new.params.key)), len(new.params.key))
+            if status != OK:
+                raise SrtpError(status)
+        status = _roc_lib.srtp_set_stream_roc(_raw(new.handle), ssrc, roc)
+        if status != OK:
+            raise SrtpError(status)
+        carried += 1
+    return carried
 
 
 def _dealloc(holder: Any) -> None:

@@ -27,6 +27,7 @@ from gateway.media.srtp import (
     REPLAY_OLD,
     PacketBuffer,
     SrtpContext,
+    carry_roc,
     protect_rtcp,
     protect_rtp,
     remove_stream,
@@ -264,7 +265,12 @@ class LegStream:
     # ------------------------------------------------------------------ control
 
     def configure(self, cfg: LegConfig) -> None:
-        """Apply a LegConfig; contexts whose params did not change are kept (ROC, windows)."""
+        """Apply a LegConfig; contexts whose params did not change are kept (ROC, windows).
+
+        A changed key gets a new libsrtp context that continues each known SSRC's rollover
+        counter (``srtp.carry_roc``, RFC 3711 §3.3.1 / RFC 4568 §7.1.4): inbound from the
+        previous inbound context, outbound from the ROC our sender had reached.
+        """
         self.nat_learning = cfg.nat_learning
         self.accept_plain_rtcp = cfg.accept_plain_rtcp
         self.rtcp_mux = cfg.rtcp_mux
@@ -294,6 +300,8 @@ class LegStream:
         else:
             new = SrtpContext(params, outbound=False)
         old = self.rx
+        if old is not None:
+            carry_roc(old, new)
         self._drop_alt()
         self.rx, self.rx_handle = new, new.handle
         if old is not None:
@@ -308,11 +316,15 @@ class LegStream:
     def _set_tx(self, params: SrtpParams | None) -> None:
         if self.tx is not None and self.tx.params == params:
             return
+        new = SrtpContext(params, outbound=True) if params is not None else None
         if self.tx is not None:
+            if new is not None:
+                carry_roc(self.tx, new)  # the SSRCs we send keep their index under our new key
             self.tx.close()
-        self.tx_ssrc, self.tx_ssrcs = b"", []
-        self.tx = SrtpContext(params, outbound=True) if params is not None else None
-        self.tx_handle = self.tx.handle if self.tx is not None else None
+        self.tx = new
+        self.tx_handle = new.handle if new is not None else None
+        if new is None:
+            self.tx_ssrc, self.tx_ssrcs = b"", []
 
     def add_rx(self, params: SrtpParams) -> None:
         """Accept ``params`` inbound as well, until committed by configure() or dropped."""
@@ -322,6 +334,8 @@ class LegStream:
             return
         self._drop_alt()
         ctx = SrtpContext(params, outbound=False)
+        if self.rx is not None:
+            carry_roc(self.rx, ctx)
         if self.rx is None:
             self.rx, self.rx_handle = ctx, ctx.handle
             return

@@ -22,7 +22,7 @@ from gateway.media.api import (
     generate_params,
 )
 from gateway.media.relay import MediaRelay
-from gateway.media.srtp import SrtpContext
+from gateway.media.srtp import SrtpContext, carry_roc
 
 # The relay runs on uvloop in production; pytest-asyncio 1.x still honours this override.
 pytestmark = pytest.mark.filterwarnings("ignore:Overriding the \"event_loop_policy\"")
@@ -409,7 +409,8 @@ async def test_roc_wrap_and_rekey_over_sockets(relay: MediaRelay) -> None:
     await relay.add_rx(sid, 0, 0, new_key)  # re-INVITE offer from A carries a new key
     await through(65_700, 10, a_tx)  # old key still good
     await relay.update_leg(sid, 0, 0, LegConfig(remote_rtp=a.addr, rx=new_key, tx=relay_a))
-    await through(65_710, 10, new_tx)  # A switched after the answer; a fresh context: ROC 0
+    carry_roc(a_tx, new_tx)  # RFC 3711 §3.3.1/RFC 4568 §7.1.4: A's new key continues its ROC (1)
+    await through(65_710, 10, new_tx)  # A switched after the answer
     st = await relay.stats(sid)
     assert st.auth_failures == 0 and st.replays == 0
     assert st.legs[1][0].packets_out == 420

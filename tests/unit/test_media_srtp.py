@@ -18,7 +18,15 @@ from gateway.media.api import (
     SrtpParams,
     generate_params,
 )
-from gateway.media.srtp import AUTH_FAIL, REPLAY_FAIL, SrtpContext, SrtpError, remove_stream
+from gateway.media.srtp import (
+    AUTH_FAIL,
+    REPLAY_FAIL,
+    SrtpContext,
+    SrtpError,
+    carry_roc,
+    remove_stream,
+    stream_rocs,
+)
 
 STOCK_PROFILES = {
     "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
@@ -187,3 +195,29 @@ def test_remove_stream_takes_the_ssrc_in_network_order() -> None:
     assert remove_stream(tx.handle, htonl(0x04030201)) != 0
     assert remove_stream(tx.handle, htonl(0x01020304)) == 0
     assert remove_stream(tx.handle, htonl(0x01020304)) != 0
+
+
+@pytest.mark.parametrize("suite", sorted(SUITE_KEY_LENGTHS))
+def test_carry_roc_per_ssrc_into_new_contexts(suite: str) -> None:
+    """Two SSRCs, one past the wrap (ROC 1) and one not: after carry_roc into contexts with new
+    keys both keep flowing, and a receiver that was not told the ROC refuses the wrapped one."""
+    old_tx = SrtpContext(generate_params(suite), outbound=True)
+    old_rx = SrtpContext(old_tx.params, outbound=False)
+    for seq in range(65_530, 65_540):
+        old_rx.unprotect(old_tx.protect(rtp(seq & 0xFFFF, ssrc=1)))
+    old_rx.unprotect(old_tx.protect(rtp(7, ssrc=2)))
+    assert stream_rocs(old_tx) == stream_rocs(old_rx) == {1: 1, 2: 0}
+    params = generate_params(suite)
+    new_tx, new_rx = SrtpContext(params, outbound=True), SrtpContext(params, outbound=False)
+    assert carry_roc(old_tx, new_tx) == 1 and carry_roc(old_rx, new_rx) == 1
+    untold = SrtpContext(params, outbound=False)
+    for seq in range(5, 10):
+        for ssrc in (1, 2):
+            packet = new_tx.protect(rtp(seq, ssrc=ssrc))
+            assert new_rx.unprotect(packet) == rtp(seq, ssrc=ssrc)
+    with pytest.raises(SrtpError):
+        untold.unprotect(new_tx.protect(rtp(10, ssrc=1)))
+    assert stream_rocs(new_tx) == {1: 1, 2: 0}
+    assert carry_roc(old_rx, new_rx) == 0  # new context is there already: nothing to do
+    old_tx.close()
+    assert stream_rocs(old_tx) == {}

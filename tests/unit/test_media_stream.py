@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.media.api import LegConfig, SrtpParams, generate_params
-from gateway.media.srtp import PacketBuffer, SrtpContext
+from gateway.media.srtp import PacketBuffer, SrtpContext, stream_rocs
 from gateway.media.stream import LegStream, looks_like_plain_rtcp
+from tests.unit.test_media_srtp import Reference
 
 A = ("127.0.0.1", 4000)      # leg 0 peer (signalled)
 B = ("127.0.0.1", 5000)      # leg 1 peer (signalled)
@@ -219,6 +220,52 @@ def test_reinvite_with_same_keys_keeps_contexts_and_roc() -> None:
     assert out is not None
     with pytest.raises(Exception):  # noqa: B017 - fresh receiver assumes ROC 0: wrong
         b_rx.unprotect(out)
+
+
+@pytest.mark.parametrize("suite", ["AES_CM_128_HMAC_SHA1_80", "AES_256_CM_HMAC_SHA1_80"])
+def test_rekey_after_wrap_keeps_roc_both_ways_against_rfc3711_reference(suite: str) -> None:
+    """>70,000 packets each way (ROC 1), then a re-INVITE re-keys both directions of leg 0 (new
+    inbound key at offer time, committed by the answer): the peer, an independent RFC 3711
+    implementation, carries on with ROC 1 under the new keys, and so must we."""
+    keys = {name: generate_params(suite) for name in ("a_send", "a_recv", "a_send2", "a_recv2")}
+    pair = Pair(LegConfig(remote_rtp=A, rx=keys["a_send"], tx=keys["a_recv"]),
+                LegConfig(remote_rtp=B))
+    a_tx = SrtpContext(keys["a_send"], outbound=True)
+    a_rx = SrtpContext(keys["a_recv"], outbound=False)
+    a_ssrc, b_ssrc = 0xABCD, 0xB0B
+    last = 70_200
+    for seq in range(last):
+        assert pair.feed(0, a_tx.protect(rtp(seq, a_ssrc)), A) == rtp(seq, a_ssrc)
+        out = pair.feed(1, rtp(seq, b_ssrc), B)
+        if seq >= last - 3:  # our sender's index, checked by the reference: ROC 1 now
+            assert out == Reference(keys["a_recv"]).protect(rtp(seq, b_ssrc), 1)
+        assert out is not None and a_rx.unprotect(out) == rtp(seq, b_ssrc)
+    assert stream_rocs(pair.legs[0].rx) == {a_ssrc: 1}  # type: ignore[arg-type]
+    assert stream_rocs(pair.legs[0].tx) == {b_ssrc: 1}  # type: ignore[arg-type]
+
+    pair.legs[0].add_rx(keys["a_send2"])  # offer: A's new key, old one still in use
+    assert pair.feed(0, a_tx.protect(rtp(last, a_ssrc)), A) == rtp(last, a_ssrc)
+    pair.legs[0].configure(LegConfig(remote_rtp=A, rx=keys["a_send2"], tx=keys["a_recv2"]))
+    ref_in, ref_out = Reference(keys["a_send2"]), Reference(keys["a_recv2"])
+    wrong = ref_in.protect(rtp(last + 1, a_ssrc), 0)  # a peer that restarted its ROC: refused
+    assert pair.feed(0, wrong, A) is None and pair.legs[0].drop_auth == 1
+    for seq in range(last + 1, last + 60):
+        assert pair.feed(0, ref_in.protect(rtp(seq, a_ssrc), 1), A) == rtp(seq, a_ssrc)
+        assert pair.feed(1, rtp(seq, b_ssrc), B) == ref_out.protect(rtp(seq, b_ssrc), 1)
+    assert pair.legs[0].rx_alt is None and pair.legs[0].drop_auth == 1
+
+
+def test_rekey_before_any_wrap_needs_no_carry_and_new_ssrcs_start_at_zero() -> None:
+    pair, keys = srtp_pair()
+    a_tx = SrtpContext(keys["a_tx"], outbound=True)
+    for seq in range(5):
+        assert pair.feed(0, a_tx.protect(rtp(seq)), A)
+    new_key = generate_params(SUITE)
+    pair.legs[0].configure(LegConfig(remote_rtp=A, rx=new_key, tx=keys["a_rx"]))
+    assert stream_rocs(pair.legs[0].rx) == {}  # type: ignore[arg-type]
+    ref, b_rx = Reference(new_key), SrtpContext(keys["b_rx"], outbound=False)
+    for packet in (rtp(5), rtp(9, ssrc=0x7777)):
+        assert b_rx.unprotect(pair.feed(0, ref.protect(packet, 0), A) or b"") == packet
 
 
 def test_srtcp_and_plain_rtcp_policy() -> None:
