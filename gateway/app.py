@@ -17,13 +17,15 @@ import uvloop
 from gateway.b2bua.b2bua import B2bua
 from gateway.b2bua.call import Call
 from gateway.b2bua.media import dtls_context
-from gateway.b2bua.routing import source_allowed
 from gateway.config import Config
+from gateway.media.api import UnknownSession
 from gateway.media.relay import MediaRelay
 from gateway.ops.gateway_view import attach_ops
 from gateway.ops.log import get_logger
 from gateway.policy.acl import Source
+from gateway.policy.events import SiemHandler, configure_siem, detach_siem
 from gateway.policy.firewall import Firewall
+from gateway.policy.media import SrtpWatch
 from gateway.sip.errors import SipParseError
 from gateway.sip.events import Tid
 from gateway.sip.message import SipResponse
@@ -31,6 +33,7 @@ from gateway.sip.stack import IncomingRequest, SipStack
 from gateway.sip.transport import MessageSource
 
 log = get_logger("app")
+SRTP_POLL = 2.0  # seconds between reads of live calls' SRTP failure counters
 
 
 def _source(src: MessageSource) -> Source:
@@ -45,17 +48,21 @@ class Gateway:
         self.config = config
         self.loop = asyncio.get_running_loop()
         self.firewall = Firewall(config)
+        self.srtp_watch = SrtpWatch(config.firewall.srtp_auth_failure_threshold)
+        self.siem: SiemHandler | None = None
         self.relay = MediaRelay(config.media, on_timeout=self._media_timeout)
         self.stack = SipStack(config, self._on_request, admit=self._admit,
                               on_invalid=self._on_invalid,
                               on_stray_response=self._on_stray,
-                              on_ack_timeout=self._on_ack_timeout)
+                              on_ack_timeout=self._on_ack_timeout,
+                              on_tls_failure=self._on_tls_failure)
         self.b2bua = B2bua(config, self.stack, self.relay, clock=self.loop.time,
                            on_call_end=self._call_ended, dtls=dtls_context(config))
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_task: asyncio.Task[list[str]] | None = None
+        self._srtp_poller: asyncio.TimerHandle | None = None
         self.requests: Counter[tuple[str, str]] = Counter()  # (method, transport), for metrics
-        self.call_end_hooks: list[Callable[[Call], None]] = []  # CDRs, outcome counters
+        self.call_end_hooks: list[Callable[[Call], None]] = [self._srtp_call_ended]
 
     @property
     def calls(self) -> dict[str, Call]:
@@ -63,20 +70,32 @@ class Gateway:
         return self.b2bua.calls
 
     async def start(self) -> None:
+        self.siem = configure_siem(self.config)
         await self.stack.start()
         self._arm_sweep()
+        self._arm_srtp_poll()
         log.info("gateway.ready", listeners=self.listeners(), name=self.config.gateway.name,
                  trunks=",".join(t.name for t in self.config.trunks),
                  media=f"{self.config.media.address}:{self.config.media.port_min}-"
                        f"{self.config.media.port_max}")
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for timer in (self._sweeper, self._srtp_poller):
+            if timer is not None:
+                timer.cancel()
         await self.b2bua.close()
         await self.stack.stop()
         await self.relay.close()
         log.info("gateway.stopped")
+        if self.siem is not None:
+            detach_siem(self.siem)
+            self.siem = None
+
+    def reload_security(self, config: Config) -> None:
+        """Firewall rules, SRTP alert threshold and SIEM sink from a reloaded config."""
+        self.siem = configure_siem(config, self.siem)  # can fail (path): before the rest
+        self.firewall.reload(config)
+        self.srtp_watch.threshold = config.firewall.srtp_auth_failure_threshold
 
     def listeners(self) -> str:
         """``udp:127.0.0.1:5060,tls:127.0.0.1:5061``: every listener as actually bound."""
@@ -89,11 +108,17 @@ class Gateway:
     # ------------------------------------------------------------------ stack callbacks
     def _admit(self, src: MessageSource) -> bool:
         if src.transport == "tls" and src.connection_id is None:
-            # Before the handshake there is no certificate to check yet: admit by network
+            # Before the handshake there is no certificate to check yet: bans and networks
             # here; every message on the connection is admitted again with its identity.
-            return any(t.listener == src.listener and source_allowed(t, src.ip)
-                       for t in self.config.trunks)
+            return self.firewall.admit_connection(_source(src), self.loop.time())
         return self.firewall.admit(_source(src), self.loop.time())
+
+    def _on_tls_failure(self, src: MessageSource, reason: str) -> None:
+        # Our own outbound connections fail with the trunk peer's address as the source: a
+        # misbehaving peer we dial is not an attacker to ban; only listener-side failures count.
+        if any((t.peer.host, t.peer.port) == (src.ip, src.port) for t in self.config.trunks):
+            return
+        self.firewall.report_tls_failure(_source(src), reason, self.loop.time())
 
     def _on_invalid(self, src: MessageSource, exc: SipParseError) -> None:
         self.firewall.unparseable(_source(src), exc.status, exc.reason, self.loop.time())
@@ -103,9 +128,13 @@ class Gateway:
         if incoming.cancels:
             self.b2bua.handle(incoming)
             return
-        verdict = self.firewall.inspect(req, _source(incoming.source), req.to.tag is not None,
+        # In dialog only when the B2BUA knows the dialog: an invented To-tag draws tokens too.
+        tag = req.to.tag
+        in_dialog = tag is not None and self.b2bua.has_dialog(req.call_id, tag)
+        verdict = self.firewall.inspect(req, _source(incoming.source), in_dialog,
                                         self.loop.time())
         if verdict.action == "drop":
+            incoming.drop()
             return
         if verdict.action == "reject":
             if incoming.tid is not None:
@@ -130,6 +159,11 @@ class Gateway:
         for hook in self.call_end_hooks:
             hook(call)
 
+    def _srtp_call_ended(self, call: Call) -> None:
+        # Runs before the relay session closes: count the last interval's failures, then forget.
+        self._srtp_report(call)
+        self.srtp_watch.forget(call.id)
+
     # ------------------------------------------------------------------ housekeeping
     def _arm_sweep(self) -> None:
         interval = max(1.0, min(60.0, self.config.sip.session_expires / 10))
@@ -138,6 +172,24 @@ class Gateway:
     def _sweep(self) -> None:
         self._sweep_task = self.loop.create_task(self.b2bua.sweep())
         self._arm_sweep()
+
+    def _arm_srtp_poll(self) -> None:
+        self._srtp_poller = self.loop.call_later(SRTP_POLL, self._srtp_poll)
+
+    def _srtp_poll(self) -> None:
+        """Feed live calls' SRTP auth-failure and replay counters to the watch."""
+        for call in list(self.calls.values()):
+            self._srtp_report(call)
+        self._arm_srtp_poll()
+
+    def _srtp_report(self, call: Call) -> None:
+        if call.media_session is None:
+            return
+        try:
+            stats = self.relay.stats_now(call.media_session)
+        except UnknownSession:
+            return
+        self.srtp_watch.report_session(call.id, (call.a.trunk.name, call.b.trunk.name), stats)
 
 
 async def serve(config: Config, *, stop: asyncio.Event | None = None,

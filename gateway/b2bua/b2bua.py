@@ -25,11 +25,12 @@ from gateway.b2bua.dialog import (
     without_tag,
 )
 from gateway.b2bua.media import DtlsContext, MediaBridge, dtls_context
-from gateway.b2bua.routing import Routed, classify, select_route
+from gateway.b2bua.routing import Routed, select_route
 from gateway.b2bua.topology import copy_headers, unsupported_required
 from gateway.config import Config, HostPort, Trunk
 from gateway.media.api import MediaError, MediaRelayApi, PortsExhausted
 from gateway.ops.log import get_logger
+from gateway.policy.acl import Acl, Source
 from gateway.sdp.errors import SdpError
 from gateway.sip.errors import SipError, TransactionTimeout
 from gateway.sip.events import Tid
@@ -90,6 +91,7 @@ class B2bua:
                  on_call_end: Callable[[Call], None] | None = None,
                  dtls: DtlsContext | None = None) -> None:
         self.config = config
+        self._acl = Acl(config)   # the firewall's classifier: one rule for both
         self.dtls = dtls
         self.sip = sip
         self.relay = relay
@@ -115,18 +117,26 @@ class B2bua:
         The DTLS certificate is read again (it may have been rotated) before anything changes,
         so a bad one fails the reload (DtlsIdentityError) and leaves the B2BUA as it was."""
         self.dtls = dtls_context(config)
+        self._acl = Acl(config)
         self.config = config
 
     def active_calls(self, trunk: str | None = None) -> int:
         return sum(1 for c in self.calls.values()
                    if trunk is None or trunk in (c.a.trunk.name, c.b.trunk.name))
 
+    def has_dialog(self, call_id: str, local_tag: str) -> bool:
+        """Is (Call-ID, our tag) a dialog of a live call? The firewall's in-dialog test."""
+        return (call_id, local_tag) in self._dialogs
+
+    def _classify(self, src: MessageSource) -> Trunk | None:
+        return self._acl.classify(Source(src.listener, src.transport, src.ip, src.port,
+                                         src.tls_identities, src.tls_fingerprint))
+
     def handle(self, incoming: IncomingRequest, trunk: Trunk | None = None) -> None:
         """A request from the stack; ``trunk`` is the firewall's verdict (else we classify)."""
         src = incoming.source
         if trunk is None:
-            trunk = classify(self.config, src.listener, src.ip, src.tls_identities,
-                             src.tls_fingerprint)
+            trunk = self._classify(src)
         req, tid = incoming.request, incoming.tid
         if trunk is None:
             if tid is not None and not incoming.cancels and \
@@ -165,8 +175,7 @@ class B2bua:
             self._ack(request(leg, "ACK", cseq=resp.cseq.number,
                               user_agent=self.config.gateway.user_agent), leg.trunk, leg.peer)
             return
-        trunk = classify(self.config, source.listener, source.ip, source.tls_identities,
-                         source.tls_fingerprint)
+        trunk = self._classify(source)
         if trunk is None:
             return
         stray = Leg(trunk=trunk, call_id=resp.call_id, local_tag=tag,

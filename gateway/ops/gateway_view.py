@@ -41,8 +41,6 @@ def _user(name_addr: str) -> str | None:
 
 
 _DIRS = ("in", "out")
-# Firewall counters that are not rule hits: acceptances, table sizes, log suppression.
-_NOT_RULES = ("accepted", "tracked_sources", "rate_limited_sources", "suppressed_reports")
 _MEDIA_COUNTERS = ("packets_in", "packets_out", "bytes_in", "bytes_out", "auth_failures",
                    "replays")
 
@@ -87,7 +85,9 @@ class GatewayOps:
             srtp_auth_failures={k: kinds[(k, "auth_failures")] for k in names if k != "rtp"},
             srtp_replays={k: kinds[(k, "replays")] for k in names if k != "rtp"},
             drops=dict(totals.drops),
-            firewall_hits={k: v for k, v in fw.items() if k not in _NOT_RULES},
+            firewall_hits=fw,
+            firewall_accepted=gw.firewall.accepted,
+            firewall_suppressed_reports=gw.firewall.suppressed_reports,
             bans_active=len(gw.firewall.bans(gw.loop.time())),
             bans_total=fw.get("pike.ban", 0),
             ports_used=self._pairs - totals.ports_free,
@@ -120,7 +120,7 @@ class GatewayOps:
         """New TLS contexts first (the step that can fail), then policy and routing."""
         gw = self.gw
         gw.stack.reload_tls(cfg)
-        gw.firewall.reload(cfg)
+        gw.reload_security(cfg)
         gw.b2bua.reload(cfg)
         gw.config = cfg
 

@@ -49,6 +49,8 @@ class Stats:
     srtp_replays: dict[str, int] = field(default_factory=dict)  # leg_kind
     drops: dict[str, int] = field(default_factory=dict)  # cause
     firewall_hits: dict[str, int] = field(default_factory=dict)  # rule
+    firewall_accepted: int = 0
+    firewall_suppressed_reports: int = 0
     bans_active: int = 0
     bans_total: int = 0
     ports_used: int = 0
@@ -110,6 +112,11 @@ class StatsCollector(Collector):
             yield fam
         yield CounterMetricFamily(f"{PREFIX}_firewall_bans", "Sources banned since start",
                                   value=s.bans_total)
+        yield CounterMetricFamily(f"{PREFIX}_firewall_accepted", "Requests the firewall "
+                                  "accepted", value=s.firewall_accepted)
+        yield CounterMetricFamily(f"{PREFIX}_firewall_suppressed_reports", "Security events "
+                                  "held back by the per-rule report budget",
+                                  value=s.firewall_suppressed_reports)
         yield CounterMetricFamily(f"{PREFIX}_cdr_write_errors", "CDR lines that could not be "
                                   "written", value=s.cdr_write_errors)
         yield GaugeMetricFamily(f"{PREFIX}_firewall_bans_active", "Sources banned right now",

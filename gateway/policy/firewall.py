@@ -4,7 +4,8 @@
 then source ACL (network and TLS identity). ``inspect`` runs on every parsed request: trunk
 classification, pike counting, screening rules, then token buckets for requests that start
 something. Every refusal is counted by rule name and reported at most once per source and rule
-per ``firewall.log_interval``, so a flood cannot flood the logs too.
+per ``firewall.log_interval``, so a flood cannot flood the logs too. Acceptances and held-back
+reports are counted apart from the rule hits, so ``counters()`` holds rule names only.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class Firewall:
         self._reported: BoundedTable[tuple[str, str], list[float]] = BoundedTable(max_sources)
         self._budget: dict[str, list[float]] = {}
         self._counts: Counter[str] = Counter()
+        self.accepted = 0            # requests inspected and accepted
+        self.suppressed_reports = 0  # security events held back by the per-rule budget
         self._apply(config)
 
     def _apply(self, config: Config) -> None:
@@ -134,7 +137,7 @@ class Firewall:
                 retry = max(1, round(limited.retry_after + 0.5))
                 return Verdict("reject", trunk, rule, 503, "Service Unavailable",
                                (("Retry-After", str(retry)),))
-        self._counts["accepted"] += 1
+        self.accepted += 1
         return Verdict("accept", trunk)
 
     def unparseable(self, source: Source, status: int, reason: str, now: float) -> str:
@@ -179,11 +182,12 @@ class Firewall:
 
     # ----------------------------------------------------------------- counters and logs
     def counters(self) -> dict[str, int]:
-        """Refusals (and acceptances) by rule name, plus table sizes, for metrics."""
-        out = dict(self._counts)
-        out["tracked_sources"] = self._pike.tracked
-        out["rate_limited_sources"] = len(self._limiter)
-        return out
+        """Hits by rule name only (a metric label set that never mixes in other counts)."""
+        return dict(self._counts)
+
+    def tables(self) -> dict[str, int]:
+        """Sizes of the bounded per-source tables."""
+        return {"tracked_sources": self._pike.tracked, "rate_limited_sources": len(self._limiter)}
 
     def _report(self, rule: str, source: Source, now: float, **fields: object) -> None:
         """One security event per (rule, source) per interval, carrying the suppressed count.
@@ -200,7 +204,7 @@ class Firewall:
         if budget is None or now - budget[0] >= self._interval:
             budget = self._budget[rule] = [now, 0]
         if budget[1] >= REPORTS_PER_RULE:
-            self._counts["suppressed_reports"] += 1
+            self.suppressed_reports += 1
             return
         budget[1] += 1
         suppressed = int(seen[1]) if seen is not None else 0

@@ -1,8 +1,8 @@
-"""Trunk classification and route selection (gateway.b2bua.routing)."""
+"""Route selection (gateway.b2bua.routing); trunk classification is gateway.policy.acl."""
 
 from __future__ import annotations
 
-from gateway.b2bua.routing import classify, identity_allowed, select_route, source_allowed
+from gateway.b2bua.routing import select_route
 from gateway.config import config_from_dict
 
 
@@ -22,41 +22,6 @@ def make_config(**overrides):
                          "port": 5061}],
            "trunk": [legacy, other, secure]}
     return config_from_dict(raw, check_files=False)
-
-
-def test_source_defaults_to_peer_address():
-    cfg = make_config()
-    pbx = cfg.trunk("pbx")
-    assert source_allowed(pbx, "127.0.0.1")
-    assert not source_allowed(pbx, "127.0.0.2")
-    assert not source_allowed(pbx, "not-an-ip")
-
-
-def test_allowed_sources_networks():
-    cfg = make_config()
-    pbx2 = cfg.trunk("pbx2")
-    assert source_allowed(pbx2, "10.1.200.3")
-    assert not source_allowed(pbx2, "127.0.0.9")
-
-
-def test_classify_by_listener_source_and_identity():
-    cfg = make_config()
-    assert classify(cfg, "udp", "127.0.0.1").name == "pbx"
-    assert classify(cfg, "udp", "10.1.0.1").name == "pbx2"
-    assert classify(cfg, "udp", "192.0.2.1") is None
-    assert classify(cfg, "tls", "127.0.0.1") is None
-    assert classify(cfg, "tls", "127.0.0.1", ["SIP:peer.srtpgw.test"]).name == "carrier"
-    assert classify(cfg, "tls", "127.0.0.1", ["sip:intruder.test"]) is None
-
-
-def test_fingerprint_identity():
-    cfg = make_config()
-    t = cfg.trunk("carrier")
-    assert not identity_allowed(t, [], "AA:BB")
-    pinned = type(t)(**{**{f: getattr(t, f) for f in t.__dataclass_fields__},
-                        "tls_identity": (), "tls_fingerprints": ("sha-256 AA:BB:CC",)})
-    assert identity_allowed(pinned, [], "aabbcc")
-    assert not identity_allowed(pinned, [], "aabbcd")
 
 
 def test_route_to_default():

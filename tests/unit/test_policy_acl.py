@@ -73,6 +73,17 @@ def test_fingerprint_pinning() -> None:
     assert acl.why_not(tls("127.0.0.1", "sip:carrier.example.test")) == "fingerprint-mismatch"
 
 
+def test_identity_and_fingerprint_both_required_when_both_set() -> None:
+    fp = "AB:" * 31 + "CD"
+    good = fp.replace(":", "").lower()
+    both = Acl(make_config(trunk1={"tls_fingerprints": [fp]}))
+    assert both.classify(tls("127.0.0.1", "sip:other.example.test", fp=good)) is None
+    assert both.classify(tls("127.0.0.1", "sip:carrier.example.test", fp=good)).name == "carrier"
+    pinned_only = Acl(make_config(trunk1={"tls_identity": [], "tls_fingerprints": [fp]}))
+    assert pinned_only.classify(tls("127.0.0.1", "sip:anyone.test", fp=good)).name == "carrier"
+    assert pinned_only.classify(tls("127.0.0.1", "sip:carrier.example.test")) is None
+
+
 def test_identities_of_a_real_client_certificate(tmp_path: Path) -> None:
     init_keys(tmp_path)
     cert = x509.load_pem_x509_certificate((tmp_path / "peer.crt").read_bytes())
