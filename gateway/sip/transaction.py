@@ -319,12 +319,15 @@ class TransactionLayer:
         self._events.append(RequestReceived(tid, req, source))
 
     def _receive_cancel(self, t: _Txn, now: float) -> None:
+        """§9.2: 200 whenever the INVITE transaction exists (the TU hears of it only while the
+        INVITE is unanswered; after a final response the CANCEL has no effect), else 481."""
         inv = self._txns.get(_with_method(t.tid, "INVITE"))
-        if inv is not None and inv.kind == IST and inv.state == PROCEEDING:
-            self.send_response(t.tid, t.request.create_response(200), now)
-            self._events.append(CancelReceived(inv.tid, t.request, t.dest))
-        else:
+        if inv is None or inv.kind != IST:
             self.send_response(t.tid, t.request.create_response(481), now)
+            return
+        self.send_response(t.tid, t.request.create_response(200), now)
+        if inv.state == PROCEEDING:
+            self._events.append(CancelReceived(inv.tid, t.request, t.dest))
 
     # ------------------------------------------------------------------ client side
     def _receive_response(self, resp: SipResponse, source: Any, now: float) -> None:
@@ -373,7 +376,10 @@ class TransactionLayer:
             self._send(t.ack_data, t.dest)
 
     def _send_cancel(self, t: _Txn, now: float) -> None:
+        """§9.1: with no final response 64*T1 after the CANCEL, the INVITE is over (timer B's
+        outcome), so a callee that ignores the CANCEL cannot hold the transaction forever."""
         self.send_request(_cancel_for(t.request), t.dest, t.reliable, now)
+        self._arm(t, "B", now + 64 * self.timers.t1)
 
     # ------------------------------------------------------------------ timers
     def _trying(self, t: _Txn, now: float) -> None:

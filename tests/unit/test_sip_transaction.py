@@ -438,3 +438,43 @@ def test_timer_heap_stays_bounded() -> None:
         layer.send_response(ev.tid, response(req, 200), float(i))  # cancels timer Y
     assert len(layer) == 0 and len(layer._heap) <= 1024
     sent(layer)
+
+
+# ------------------------------------------------------------------ review: §9.1, §9.2, §8.2.2.2
+
+
+def test_cancelled_invite_without_final_response_ends_after_64_t1() -> None:
+    """§9.1: a callee that answers the CANCEL but never the INVITE must not hold the client
+    transaction forever; 64*T1 after the CANCEL it is over."""
+    layer = TransactionLayer(T)
+    req = request()
+    tid = layer.send_request(req, PEER, reliable=True, now=0.0)
+    layer.receive(response(req, 180), PEER, True, 1.0)
+    assert layer.cancel(tid, 2.0)
+    (cancel_data,) = [d for d in sent(layer) if d.startswith(b"CANCEL")]
+    cancel = parse_message(cancel_data)
+    assert isinstance(cancel, SipRequest)
+    layer.receive(response(cancel, 200), PEER, True, 2.1)
+    events(layer)
+    run_until(layer, 33.9)
+    assert layer.state(tid) == "proceeding"
+    run_until(layer, 34.0)
+    assert layer.state(tid) is None
+    assert TimedOut(tid) in events(layer) and len(layer) == 0
+
+
+def test_cancel_after_final_response_gets_200_without_cancelling() -> None:
+    """§9.2: a CANCEL matching an INVITE transaction that already answered is answered 200 and
+    has no effect (481 is only for a CANCEL matching no transaction)."""
+    for status in (486, 200):
+        layer = TransactionLayer(T)
+        req = request()
+        layer.receive(req, PEER, False, 0.0)
+        (ev,) = events(layer)
+        layer.send_response(ev.tid, response(req, status), 0.1)
+        sent(layer)
+        layer.receive(request("CANCEL", branch=req.branch), PEER, False, 0.2)
+        (ok,) = sent(layer)
+        assert ok.startswith(b"SIP/2.0 200 OK") and b"CANCEL" in ok
+        assert not [e for e in events(layer) if isinstance(e, CancelReceived)]
+        assert layer.state(ev.tid) in ("completed", "accepted")
