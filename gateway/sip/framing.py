@@ -17,6 +17,7 @@ from gateway.sip.message import ParseLimits, content_length
 PING = b"\r\n\r\n"
 PONG = b"\r\n"
 _LENGTH = re.compile(rb"\r\n(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)", re.I)
+_FOLD = re.compile(rb"[ \t]*\r\n[ \t]+")  # LWS (§25.1): read folded values as the parser does
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,8 @@ class StreamFramer:
                     raise SipParseError(413, "header section too large")
                 break
             head = bytes(buf[:end + 2])
+            if b"\r\n " in head or b"\r\n\t" in head:
+                head = _FOLD.sub(b" ", head)
             length = content_length([v.decode("latin-1") for v in _LENGTH.findall(head)])
             if length is None:
                 raise SipParseError(400, "missing Content-Length on a stream")

@@ -102,3 +102,15 @@ def test_identity_rules() -> None:
     assert not identity_matches((), ("peer.example",))
     assert fingerprint_matches(("sha-256 AB:CD",), "abcd")
     assert not fingerprint_matches(("abcd",), None)
+
+
+def test_folded_content_length_frames_like_the_parser_reads_it() -> None:
+    """§7.3.1: a header value may be folded (CRLF 1*WSP). The framer must read the same
+    Content-Length the parser does, or a valid pipelined stream is cut as a framing error."""
+    first = msg(1, b"abcd").replace(b"Content-Length: 4", b"Content-Length:\r\n\t 4")
+    second = msg(2).replace(b"Content-Length: 0", b"l :\r\n 0")
+    framer = StreamFramer(LIMITS, 1 << 16)
+    out = framer.feed(first + second)
+    assert out == [first, second]
+    assert parse_message(out[0], stream=True).body == b"abcd"
+    assert parse_message(out[1], stream=True).body == b""
