@@ -38,6 +38,7 @@ domain = "gateway.srtpgw.test"
 level = "info"
 format = "json"
 file = "{tmp}/gateway.log"
+{security}
 
 [tls]
 certificate = "{keys}/gateway.crt"
@@ -172,7 +173,7 @@ def needs_app() -> None:
 
 def start_gateway(tmp: Path, *, rate: float = 20, burst: int = 40, pike_max: int = 400,
                   pbx_peer: int | None = None, carrier_peer: int | None = None,
-                  keys: Path | None = None) -> Gateway:
+                  keys: Path | None = None, security_file: Path | None = None) -> Gateway:
     keys = keys or init_keys(tmp / "keys").dir
     ports = {"udp": free_port(socket.SOCK_DGRAM), "tcp": free_port(socket.SOCK_STREAM),
              "tls": free_port(socket.SOCK_STREAM), "admin": free_port(socket.SOCK_STREAM),
@@ -180,7 +181,9 @@ def start_gateway(tmp: Path, *, rate: float = 20, burst: int = 40, pike_max: int
              "carrier_peer": carrier_peer or free_port(socket.SOCK_STREAM)}
     media_min = 44000 + (os.getpid() % 100) * 40
     text = CONFIG.format(tmp=tmp, keys=keys, media_min=media_min, media_max=media_min + 39,
-                         rate=rate, burst=burst, pike_max=pike_max, **ports)
+                         rate=rate, burst=burst, pike_max=pike_max,
+                         security=f'security_file = "{security_file}"' if security_file else "",
+                         **ports)
     path = tmp / "gw.toml"
     path.write_text(text)
     gw = Gateway(tmp, Path(keys), ports)
