@@ -57,9 +57,11 @@ class Softphone:
 
     @property
     def capture_filter(self) -> str:
-        """BPF for everything this phone sends or receives, by its own ports."""
-        return (f"(udp portrange {self.rtp_min}-{self.rtp_min + RTP_SPAN - 1} or port {self.port}"
-                f" or port {self.tls_port})")
+        """BPF for everything this phone sends or receives: its address and its own ports (the
+        address alone would also catch other tests on 127.0.0.1, the ports alone other
+        tests' traffic between other loopback addresses)."""
+        return (f"(host {self.address} and (udp portrange {self.rtp_min}-"
+                f"{self.rtp_min + RTP_SPAN - 1} or port {self.port} or port {self.tls_port}))")
 
     def write_config(self) -> None:
         text = Template(TEMPLATE.read_text()).substitute(
@@ -110,3 +112,14 @@ def wait_all(phones: list[Softphone], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     for phone in phones:
         phone.wait(max(0.1, deadline - time.monotonic()))
+
+
+def wait_call(caller: Softphone, callee: Softphone, timeout: float) -> None:
+    """Wait for the caller to hang up and quit (``-t``), then for the callee to see the call
+    end; the callee is stopped then rather than left idle until its own ``-t``."""
+    deadline = time.monotonic() + timeout
+    caller.wait(max(0.1, deadline - time.monotonic()))
+    assert callee.proc is not None
+    if callee.established():
+        wait_log(callee.proc, "terminated", max(0.1, deadline - time.monotonic()))
+    callee.proc.stop()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
-from tests.interop.baresip import RTP_SPAN, Softphone, wait_all
+from tests.interop.baresip import RTP_SPAN, Softphone, wait_call
 from tests.interop.capture import Capture
 from tests.interop.conftest import Pki
 from tests.interop.gateway import Gateway
@@ -33,7 +33,7 @@ from tests.interop.wire import (
 
 pytestmark = pytest.mark.interop
 
-CALL_SECONDS = 7
+CALL_SECONDS = 5
 SECURE_HZ = 1000
 LEGACY_HZ = 600
 
@@ -68,9 +68,9 @@ def _run_call(tmp_path: Path, procs: Procs, scene: Scene, caller: Softphone, cal
     gw_tls = f"(host {gw.address} and tcp port {gw.tls_port})"
     secure_cap = Capture(procs, tmp_path, "secure", f"{secure.capture_filter} or {gw_tls}")
     legacy_cap = Capture(procs, tmp_path, "legacy", legacy.capture_filter)
-    callee.start(procs, seconds=CALL_SECONDS + 8)
+    callee.start(procs, seconds=CALL_SECONDS + 6)
     caller.start(procs, seconds=CALL_SECONDS, dial=target)
-    wait_all([caller, callee], timeout=CALL_SECONDS + 20)
+    wait_call(caller, callee, timeout=CALL_SECONDS + 20)
     secure_cap.stop()
     legacy_cap.stop()
     assert caller.established() and callee.established(), procs.tails()
@@ -173,9 +173,9 @@ def test_srtp_to_srtp_rekeys_each_leg(west_identity: str, tmp_path: Path, procs:
     gw.start(procs)
     east_cap = Capture(procs, tmp_path, "east", east.capture_filter)
     west_cap = Capture(procs, tmp_path, "west", west.capture_filter)
-    west.start(procs, seconds=CALL_SECONDS + 8)
+    west.start(procs, seconds=CALL_SECONDS + 6)
     east.start(procs, seconds=CALL_SECONDS, dial=f"sip:pbx@{gw.tls_uri_host}")
-    wait_all([east, west], timeout=CALL_SECONDS + 20)
+    wait_call(east, west, timeout=CALL_SECONDS + 20)
     east_cap.stop()
     west_cap.stop()
     assert east.established() and west.established(), procs.tails()

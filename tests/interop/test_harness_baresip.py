@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import require_tool
-from tests.interop.baresip import RTP_SPAN, Softphone, wait_all
+from tests.interop.baresip import RTP_SPAN, Softphone, wait_call
 from tests.interop.capture import Capture
 from tests.interop.conftest import Pki
 from tests.interop.procs import Procs
@@ -28,7 +28,7 @@ from tests.interop.wire import (
 
 pytestmark = pytest.mark.interop
 
-CALL_SECONDS = 6
+CALL_SECONDS = 5
 
 
 def _call(tmp_path: Path, procs: Procs, transport: str, **kw: object
@@ -38,7 +38,7 @@ def _call(tmp_path: Path, procs: Procs, transport: str, **kw: object
     cap = Capture(procs, tmp_path, "call", f"{caller.capture_filter} or {callee.capture_filter}")
     callee.start(procs, seconds=CALL_SECONDS + 6)
     caller.start(procs, seconds=CALL_SECONDS, dial=callee.uri(transport))
-    wait_all([caller, callee], timeout=CALL_SECONDS + 15)
+    wait_call(caller, callee, timeout=CALL_SECONDS + 15)
     cap.stop()
     assert caller.established() and callee.established(), procs.tails()
     return caller, callee, cap
