@@ -63,7 +63,8 @@ def parse_serialize(_: int) -> None:
 
 def server_transaction(layer: TransactionLayer) -> Callable[[int], None]:
     def one(i: int) -> None:
-        data = INVITE.replace(b"z9hG4bK74bf9a1c2d", b"z9hG4bK%d" % i, 1)
+        data = INVITE.replace(b"z9hG4bK74bf9a1c2d", b"z9hG4bK%d" % i, 1).replace(
+            b"Call-ID: 3848", b"Call-ID: %d-3848" % i, 1)  # distinct calls, not merged copies
         layer.receive(parse_message(data), ("192.0.2.10", 5061), True, float(i))
         event = layer.next_event()
         assert isinstance(event, RequestReceived) and event.tid is not None

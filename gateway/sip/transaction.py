@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.config import SipSection
+from gateway.sip.errors import SipParseError
 from gateway.sip.events import (
     AckTimeout,
     CancelReceived,
@@ -35,7 +36,7 @@ from gateway.sip.events import (
     TransportFailed,
 )
 from gateway.sip.headers import Headers
-from gateway.sip.message import SipRequest, SipResponse
+from gateway.sip.message import SipRequest, SipResponse, parse_message
 
 MAGIC_COOKIE = "z9hG4bK"
 # How long a server transaction waits for its TU before it is forgotten: 64*T1 for non-INVITE
@@ -51,6 +52,10 @@ TRYING_DELAY = 0.2
 def new_branch() -> str:
     """A fresh RFC 3261 branch: the magic cookie plus 80 random bits."""
     return MAGIC_COOKIE + secrets.token_hex(10)
+
+
+def _new_tag() -> str:
+    return secrets.token_hex(6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +87,7 @@ class _Txn:
         "dest",
         "interval",
         "kind",
+        "merge_key",
         "reliable",
         "request",
         "state",
@@ -102,6 +108,7 @@ class _Txn:
         self.deadlines: dict[str, float] = {}
         self.cancel_pending = False
         self.acked = False
+        self.merge_key: tuple[str, str | None, int, str] | None = None
 
 
 def server_tid(req: SipRequest) -> Tid:
@@ -136,6 +143,9 @@ class TransactionLayer:
         self._out: deque[Transmit] = deque()
         self._events: deque[Event] = deque()
         self._accepted: dict[tuple[str, int], Tid] = {}
+        # §8.2.2.2: (Call-ID, From tag, CSeq) of ongoing server transactions of requests
+        # without To tag -> their tid, to spot merged requests
+        self._merge: dict[tuple[str, str | None, int, str], Tid] = {}
 
     # ------------------------------------------------------------------ outputs
     def messages_to_send(self) -> list[Transmit]:
@@ -300,7 +310,7 @@ class TransactionLayer:
                 self._send(t.data, t.dest)
             return
         if len(self._txns) >= self.max_transactions:
-            busy = req.create_response(503)
+            busy = req.create_response(503, to_tag=_new_tag())
             busy.headers.add("Retry-After", "5")
             self._send(busy.to_bytes(), source)
             return
@@ -311,6 +321,13 @@ class TransactionLayer:
         if req.method == "CANCEL":
             self._receive_cancel(t, now)
             return
+        if req.to.tag is None:
+            key = (req.call_id, req.from_.tag, req.cseq.number, req.method)
+            if key in self._merge:
+                self.send_response(tid, req.create_response(482, to_tag=_new_tag()), now)
+                return
+            t.merge_key = key
+            self._merge[key] = tid
         if invite:
             self._arm(t, "T100", now + TRYING_DELAY)
             self._arm(t, "C", now + TU_INVITE_TIMEOUT)
@@ -323,9 +340,9 @@ class TransactionLayer:
         INVITE is unanswered; after a final response the CANCEL has no effect), else 481."""
         inv = self._txns.get(_with_method(t.tid, "INVITE"))
         if inv is None or inv.kind != IST:
-            self.send_response(t.tid, t.request.create_response(481), now)
+            self.send_response(t.tid, t.request.create_response(481, to_tag=_new_tag()), now)
             return
-        self.send_response(t.tid, t.request.create_response(200), now)
+        self.send_response(t.tid, t.request.create_response(200, to_tag=_sent_tag(inv)), now)
         if inv.state == PROCEEDING:
             self._events.append(CancelReceived(inv.tid, t.request, t.dest))
 
@@ -432,10 +449,24 @@ class TransactionLayer:
     def _terminate(self, t: _Txn) -> None:
         if self._txns.pop(t.tid, None) is not None:
             t.deadlines.clear()
+            if t.merge_key is not None and self._merge.get(t.merge_key) == t.tid:
+                del self._merge[t.merge_key]
             self._events.append(Terminated(t.tid))
 
     def _send(self, data: bytes, dest: Any) -> None:
         self._out.append(Transmit(data, dest))
+
+
+def _sent_tag(inv: _Txn) -> str:
+    """The To tag of the last response an INVITE server transaction sent (§9.2), else new."""
+    if inv.data:
+        try:
+            tag = parse_message(inv.data).to.tag
+        except SipParseError:
+            tag = None
+        if tag:
+            return tag
+    return _new_tag()
 
 
 def _ack_for(req: SipRequest, resp: SipResponse) -> SipRequest:

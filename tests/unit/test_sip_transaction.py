@@ -23,12 +23,13 @@ PEER = ("192.0.2.7", 5060)
 
 
 def request(method: str = "INVITE", branch: str | None = None, cseq: int = 1,
-            via_host: str = "192.0.2.7") -> SipRequest:
+            via_host: str = "192.0.2.7", call_id: str = "call-1@example.com",
+            to: str = "<sip:bob@example.com>") -> SipRequest:
     branch = branch or new_branch()
     data = (f"{method} sip:bob@example.com SIP/2.0\r\n"
             f"Via: SIP/2.0/UDP {via_host}:5060;branch={branch}\r\n"
-            f"From: <sip:alice@example.com>;tag=a1\r\nTo: <sip:bob@example.com>\r\n"
-            f"Call-ID: call-1@example.com\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n"
+            f"From: <sip:alice@example.com>;tag=a1\r\nTo: {to}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\n"
             f"Content-Length: 0\r\n\r\n").encode()
     msg = parse_message(data)
     assert isinstance(msg, SipRequest)
@@ -201,7 +202,7 @@ def test_invite_server_trying_after_200ms_unless_tu_answers() -> None:
     layer.send_response(ev.tid, response(quick, 180), 0.1)
     run_until(layer, 1.0)
     assert [d[:20] for d in sent(layer)] == [b"SIP/2.0 180 Ringing\r"]
-    early = request()
+    early = request(call_id="call-2@example.com")
     layer.receive(early, PEER, False, 2.0)
     layer.receive(early, PEER, False, 2.05)  # a retransmission gets the 100 at once
     assert sent(layer)[0].startswith(b"SIP/2.0 100 Trying")
@@ -324,7 +325,7 @@ def test_rfc2543_fallback_matching() -> None:
     sent(layer)
     layer.receive(request(branch="oldstyle"), PEER, False, 0.5)
     assert len(sent(layer)) == 1 and events(layer) == []  # matched as a retransmission
-    layer.receive(request(branch=MAGIC_COOKIE), PEER, False, 0.6)  # badbranch: cookie only
+    layer.receive(request(branch=MAGIC_COOKIE, call_id="c2"), PEER, False, 0.6)  # badbranch
     (ev2,) = events(layer)
     assert ev2.tid[0] == "s2543" and ev2.tid != ev.tid
 
@@ -384,10 +385,10 @@ def test_client_cancel_waits_for_provisional() -> None:
 
 def test_transaction_table_is_bounded() -> None:
     layer = TransactionLayer(T, max_transactions=3)
-    for _ in range(3):
-        layer.receive(request("OPTIONS"), PEER, False, 0.0)
+    for i in range(3):
+        layer.receive(request("OPTIONS", call_id=f"c{i}"), PEER, False, 0.0)
     assert len(events(layer)) == 3
-    layer.receive(request("OPTIONS"), PEER, False, 0.0)
+    layer.receive(request("OPTIONS", call_id="c3"), PEER, False, 0.0)
     (busy,) = sent(layer)
     assert busy.startswith(b"SIP/2.0 503 ") and b"Retry-After: 5" in busy
     assert events(layer) == [] and len(layer) == 3
@@ -478,3 +479,73 @@ def test_cancel_after_final_response_gets_200_without_cancelling() -> None:
         assert ok.startswith(b"SIP/2.0 200 OK") and b"CANCEL" in ok
         assert not [e for e in events(layer) if isinstance(e, CancelReceived)]
         assert layer.state(ev.tid) in ("completed", "accepted")
+
+
+def test_merged_request_gets_482() -> None:
+    """§8.2.2.2: a request without To tag whose From tag, Call-ID and CSeq match an ongoing
+    transaction it does not belong to (a forked copy arriving by another path) is a loop: 482,
+    and the TU never sees it (a B2BUA would otherwise place the call twice)."""
+    layer = TransactionLayer(T)
+    first = request()
+    layer.receive(first, PEER, False, 0.0)
+    (ev,) = events(layer)
+    sent(layer)
+    copy = request(branch=new_branch())
+    layer.receive(copy, ("198.51.100.9", 5060), False, 0.1)
+    (loop,) = sent(layer)
+    assert loop.startswith(b"SIP/2.0 482 ") and copy.branch.encode() in loop
+    resp = parse_message(loop)
+    assert isinstance(resp, SipResponse) and resp.to.tag
+    assert [e for e in events(layer) if isinstance(e, RequestReceived)] == []
+    layer.receive(copy, ("198.51.100.9", 5060), False, 0.2)  # retransmission: same 482
+    assert sent(layer) == [loop] and events(layer) == []
+    assert layer.send_response(ev.tid, response(first, 180), 0.3)  # the original is untouched
+    in_dialog = request("INVITE", branch=new_branch(), to="<sip:bob@example.com>;tag=b1")
+    layer.receive(in_dialog, PEER, False, 0.4)  # a To tag: not for the merge check
+    assert [type(e) for e in events(layer)] == [RequestReceived]
+
+
+def test_requests_differing_in_cseq_or_call_id_are_not_merged() -> None:
+    layer = TransactionLayer(T)
+    layer.receive(request("OPTIONS"), PEER, False, 0.0)
+    layer.receive(request("OPTIONS", cseq=2), PEER, False, 0.0)
+    layer.receive(request("OPTIONS", call_id="other"), PEER, False, 0.0)
+    layer.receive(request("INFO"), PEER, False, 0.0)
+    assert len([e for e in events(layer) if isinstance(e, RequestReceived)]) == 4
+    assert sent(layer) == []
+
+
+def test_merge_check_ends_with_the_transaction() -> None:
+    layer = TransactionLayer(T)
+    first = request("OPTIONS")
+    layer.receive(first, PEER, True, 0.0)
+    (ev,) = events(layer)
+    layer.send_response(ev.tid, response(first, 200), 0.1)  # reliable: terminated at once
+    sent(layer)
+    events(layer)
+    layer.receive(request("OPTIONS"), PEER, True, 0.2)
+    assert [type(e) for e in events(layer)] == [RequestReceived] and sent(layer) == []
+
+
+def test_layer_generated_final_responses_carry_a_to_tag() -> None:
+    """§8.2.6.2: every response but 100 gets a To tag; §9.2: the 200 to a CANCEL should carry
+    the tag the INVITE's responses used."""
+    layer = TransactionLayer(T)
+    layer.receive(request("CANCEL"), PEER, False, 0.0)
+    (nomatch,) = sent(layer)
+    resp = parse_message(nomatch)
+    assert isinstance(resp, SipResponse) and resp.status == 481 and resp.to.tag
+    req = request(call_id="c2")
+    layer.receive(req, PEER, False, 0.0)
+    (ev,) = events(layer)
+    layer.send_response(ev.tid, response(req, 180, to_tag="ring1"), 0.1)
+    sent(layer)
+    layer.receive(request("CANCEL", branch=req.branch, call_id="c2"), PEER, False, 0.2)
+    (ok,) = sent(layer)
+    resp = parse_message(ok)
+    assert isinstance(resp, SipResponse) and resp.status == 200 and resp.to.tag == "ring1"
+    full = TransactionLayer(T, max_transactions=0)
+    full.receive(request("OPTIONS"), PEER, False, 0.0)
+    (busy,) = sent(full)
+    resp = parse_message(busy)
+    assert isinstance(resp, SipResponse) and resp.status == 503 and resp.to.tag
