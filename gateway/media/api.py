@@ -98,6 +98,11 @@ class LegConfig:
     ``rx`` is the peer's key (we unprotect what it sends), ``tx`` ours (we protect what we send to
     it); both None = plain RTP. ``dtls=True`` marks a DTLS-SRTP leg: no media flows on it until
     ``rx`` and ``tx`` are installed. ``remote_rtcp`` None without rtcp-mux means RTP port + 1.
+
+    ``rtcp_rx``/``rtcp_tx``, only without rtcp-mux: separate SRTCP keys, for DTLS-SRTP where the
+    RTCP port runs its own association (RFC 5764 §4.1); None = SRTCP uses ``rx``/``tx``, except
+    on a DTLS leg without rtcp-mux, whose RTCP waits for its own keys. Either pair may arrive
+    first: RTCP or RTP flows as soon as its own keys are in.
     """
 
     remote_rtp: Address | None = None
@@ -108,10 +113,16 @@ class LegConfig:
     nat_learning: bool = False
     accept_plain_rtcp: bool = False
     dtls: bool = False
+    rtcp_rx: SrtpParams | None = None
+    rtcp_tx: SrtpParams | None = None
 
     def __post_init__(self) -> None:
         if (self.rx is None) != (self.tx is None):
             raise InvalidParams("rx and tx must both be set (SRTP) or both be None (plain RTP)")
+        if (self.rtcp_rx is None) != (self.rtcp_tx is None):
+            raise InvalidParams("rtcp_rx and rtcp_tx must both be set or both be None")
+        if self.rtcp_rx is not None and (self.rtcp_mux or (not self.dtls and self.rx is None)):
+            raise InvalidParams("separate SRTCP keys need a secure leg without rtcp-mux")
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,13 +246,17 @@ class DtlsSocketApi(Protocol):
     """The DTLS layer's door to a leg's socket (in-process relays only).
 
     Datagrams whose first byte is 20..63 (RFC 7983) go to the handler set for that leg/stream
-    instead of the media path; keys the handshake derives are then installed with update_leg.
+    and port (RTP, or the separate RTCP port without rtcp-mux) instead of the media path; keys
+    the handshake derives are then installed with update_leg.
     """
 
     def set_dtls_handler(self, session_id: str, leg: int, stream: int,
-                         handler: DtlsHandler | None) -> None: ...
+                         handler: DtlsHandler | None, rtcp: bool = False) -> None:
+        """``rtcp=True``: the handler for DTLS arriving on the leg's separate RTCP port."""
+        ...
 
     def send_raw(self, session_id: str, leg: int, stream: int, data: bytes,
-                 addr: Address) -> None:
-        """Send ``data`` as is from the leg's RTP socket (DTLS records, STUN)."""
+                 addr: Address, rtcp: bool = False) -> None:
+        """Send ``data`` as is from the leg's RTP socket, or with ``rtcp=True`` from its separate
+        RTCP socket, bound on first use (DTLS records, STUN); InvalidParams if it is taken."""
         ...

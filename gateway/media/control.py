@@ -91,7 +91,8 @@ def leg_to_json(cfg: LegConfig) -> dict[str, Any]:
     return {"remote_rtp": _addr_out(cfg.remote_rtp), "remote_rtcp": _addr_out(cfg.remote_rtcp),
             "rtcp_mux": cfg.rtcp_mux, "rx": params_to_json(cfg.rx), "tx": params_to_json(cfg.tx),
             "nat_learning": cfg.nat_learning, "accept_plain_rtcp": cfg.accept_plain_rtcp,
-            "dtls": cfg.dtls}
+            "dtls": cfg.dtls, "rtcp_rx": params_to_json(cfg.rtcp_rx),
+            "rtcp_tx": params_to_json(cfg.rtcp_tx)}
 
 
 def leg_from_json(d: Any) -> LegConfig:
@@ -103,7 +104,9 @@ def leg_from_json(d: Any) -> LegConfig:
                      tx=params_from_json(d.get("tx")),
                      nat_learning=bool(d.get("nat_learning", False)),
                      accept_plain_rtcp=bool(d.get("accept_plain_rtcp", False)),
-                     dtls=bool(d.get("dtls", False)))
+                     dtls=bool(d.get("dtls", False)),
+                     rtcp_rx=params_from_json(d.get("rtcp_rx")),
+                     rtcp_tx=params_from_json(d.get("rtcp_tx")))
 
 
 def _info_from_json(d: dict[str, Any]) -> SessionInfo:

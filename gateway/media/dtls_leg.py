@@ -22,6 +22,11 @@ Call-layer sequence for a ``media = "dtls-srtp"`` trunk (see ``gateway.sdp.dtls`
   ``MAX_RESTARTS``) so an impostor racing the real peer cannot end the call.
 - ``on_failed(reason)`` means the stream is dead (fingerprint mismatch, timeout, alert): tear
   the call down. ``leg.close()`` on BYE sends close_notify.
+- without rtcp-mux (``base.rtcp_mux`` False) RFC 5764 §4.1 wants a second DTLS association on
+  the RTCP port: ``start`` runs one there too (same role and fingerprints, toward
+  ``base.remote_rtcp`` or RTP port + 1), and its exported keys become the leg's SRTCP keys
+  (``LegConfig.rtcp_rx``/``rtcp_tx``). Its failure is not fatal: the peer's RTCP is then dropped
+  (counted as no_keys) while RTP keeps flowing, and ``rtcp_failed`` says why.
 """
 
 from __future__ import annotations
@@ -56,8 +61,26 @@ class _Relay(DtlsSocketApi, Protocol):
                          cfg: LegConfig) -> None: ...
 
 
+class _Component:
+    """One DTLS association of the leg: the RTP port's, or the separate RTCP port's."""
+
+    __slots__ = ("early", "endpoint", "failed", "keys", "latched", "peer", "restarts", "rtcp",
+                 "signalled")
+
+    def __init__(self, rtcp: bool) -> None:
+        self.rtcp = rtcp
+        self.endpoint: DtlsEndpoint | None = None
+        self.early: list[tuple[bytes, Address]] = []
+        self.signalled: Address | None = None
+        self.peer: Address | None = None
+        self.latched = False
+        self.restarts = 0
+        self.keys: SrtpKeyMaterial | None = None
+        self.failed: str | None = None
+
+
 class DtlsLeg:
-    """The DTLS association of one leg's stream."""
+    """The DTLS association(s) of one leg's stream: RTP, plus RTCP without rtcp-mux."""
 
     def __init__(self, relay: _Relay, session_id: str, leg: int, stream: int,
                  identity: DtlsIdentity, tls_id: str, *,
@@ -77,20 +100,18 @@ class DtlsLeg:
         self._accept_sha1 = accept_sha1
         self._timeout = handshake_timeout
         self._nat_learning = nat_learning
-        self._endpoint: DtlsEndpoint | None = None
-        self._early: list[tuple[bytes, Address]] = []
+        self._rtp, self._rtcp = _Component(False), _Component(True)
+        self._started = False
         self._role: Role = "server"
         self._fingerprints: tuple[tuple[str, str], ...] = ()
-        self._signalled: Address | None = None
-        self._peer: Address | None = None
-        self._latched = False
-        self._restarts = 0
         self._base = LegConfig(dtls=True)
         self._install: asyncio.Task[None] | None = None
-        self.keys: SrtpKeyMaterial | None = None
-        self.failed: str | None = None
         self.dropped = 0  # DTLS datagrams from sources other than the peer
-        relay.set_dtls_handler(session_id, leg, stream, self._datagram)
+        relay.set_dtls_handler(session_id, leg, stream,
+                               lambda data, addr: self._datagram(self._rtp, data, addr))
+        relay.set_dtls_handler(session_id, leg, stream,
+                               lambda data, addr: self._datagram(self._rtcp, data, addr),
+                               rtcp=True)
 
     @classmethod
     def for_trunk(cls, relay: _Relay, session_id: str, leg: int, stream: int,
@@ -112,86 +133,137 @@ class DtlsLeg:
         return "sha-256", self._identity.fingerprint("sha-256")
 
     @property
+    def keys(self) -> SrtpKeyMaterial | None:
+        """SRTP keys from the RTP port's association, once verified."""
+        return self._rtp.keys
+
+    @property
+    def rtcp_keys(self) -> SrtpKeyMaterial | None:
+        """SRTCP keys from the RTCP port's association (no rtcp-mux), once verified."""
+        return self._rtcp.keys
+
+    @property
+    def failed(self) -> str | None:
+        return self._rtp.failed
+
+    @property
+    def rtcp_failed(self) -> str | None:
+        return self._rtcp.failed
+
+    @property
     def state(self) -> str:
-        if self._endpoint is None:
-            return "failed" if self.failed else "listening"
-        return self._endpoint.session.state
+        return self._state(self._rtp)
+
+    @property
+    def rtcp_state(self) -> str:
+        """``idle`` once started with rtcp-mux (no RTCP association)."""
+        if self._started and self._rtcp.endpoint is None and self._base.rtcp_mux:
+            return "idle"
+        return self._state(self._rtcp)
+
+    @staticmethod
+    def _state(comp: _Component) -> str:
+        if comp.endpoint is None:
+            return "failed" if comp.failed else "listening"
+        return comp.endpoint.session.state
 
     def start(self, role: Role, remote: Address, fingerprints: Sequence[tuple[str, str]],
               base: LegConfig) -> None:
-        """The roles are settled (answer received, or we are answering): run the handshake."""
-        if self._endpoint is not None:
+        """The roles are settled (answer received, or we are answering): run the handshake(s)."""
+        if self._started:
             return
+        self._started = True
         self._role, self._fingerprints = role, tuple(fingerprints)
-        self._signalled, self._base = remote, base
-        self._open()
-        early, self._early = self._early, []
-        for data, addr in early:
-            self._datagram(data, addr)
+        self._base = base
+        self._rtp.signalled = remote
+        self._begin(self._rtp)
+        if not base.rtcp_mux:
+            self._rtcp.signalled = _rtcp_remote(remote, base)
+            self._begin(self._rtcp)
 
-    def _open(self) -> None:
-        self._peer, self._latched = self._signalled, False
+    def _begin(self, comp: _Component) -> None:
+        self._open(comp)
+        early, comp.early = comp.early, []
+        for data, addr in early:
+            self._datagram(comp, data, addr)
+
+    def _open(self, comp: _Component) -> None:
+        comp.peer, comp.latched = comp.signalled, False
         session = DtlsSession(self._identity, self._role, remote_fingerprints=self._fingerprints,
                               suites=self._suites, accept_sha1=self._accept_sha1,
                               handshake_timeout=self._timeout)
         sid, leg, stream = self._where
-        self._endpoint = DtlsEndpoint(session, self._send, on_connected=self._connected,
-                                      on_failed=self._failed,
-                                      context={"session": sid, "leg": leg, "stream": stream})
-        self._endpoint.start()
+        context: dict[str, object] = {"session": sid, "leg": leg, "stream": stream}
+        if comp.rtcp:
+            context["component"] = "rtcp"
+        comp.endpoint = DtlsEndpoint(session, lambda data: self._send(comp, data),
+                                     on_connected=lambda e: self._connected(comp, e),
+                                     on_failed=lambda r: self._failed(comp, r), context=context)
+        comp.endpoint.start()
 
     def set_remote(self, remote: Address, base: LegConfig) -> None:
-        """Same association, new address or leg settings (re-INVITE without re-keying)."""
-        if remote != self._signalled:
-            self._signalled = self._peer = remote
-            self._latched = False
+        """Same association(s), new address or leg settings (re-INVITE without re-keying)."""
+        for comp, addr in ((self._rtp, remote), (self._rtcp, _rtcp_remote(remote, base))):
+            if addr != comp.signalled:
+                comp.signalled = comp.peer = addr
+                comp.latched = False
         self._base = base
+        if self._started and not base.rtcp_mux and self._rtcp.endpoint is None:
+            self._begin(self._rtcp)
 
     def config(self, base: LegConfig) -> LegConfig:
-        """``base`` as a DTLS leg, with the negotiated keys once the handshake verified."""
+        """``base`` as a DTLS leg, with the negotiated keys once each handshake verified."""
         self._base = base
-        if self.keys is None:
-            return dataclasses.replace(base, dtls=True, rx=None, tx=None)
-        return dataclasses.replace(base, dtls=True, rx=SrtpParams(self.keys.suite, self.keys.rx),
-                                   tx=SrtpParams(self.keys.suite, self.keys.tx))
+        rtp = self._rtp.keys
+        rtcp = None if base.rtcp_mux else self._rtcp.keys
+        return dataclasses.replace(
+            base, dtls=True,
+            rx=None if rtp is None else SrtpParams(rtp.suite, rtp.rx),
+            tx=None if rtp is None else SrtpParams(rtp.suite, rtp.tx),
+            rtcp_rx=None if rtcp is None else SrtpParams(rtcp.suite, rtcp.rx),
+            rtcp_tx=None if rtcp is None else SrtpParams(rtcp.suite, rtcp.tx))
 
     def close(self) -> None:
-        """Send close_notify and detach from the relay socket (idempotent)."""
-        if self._endpoint is not None:
-            self._endpoint.close()
+        """Send close_notify and detach from the relay sockets (idempotent)."""
+        for comp in (self._rtp, self._rtcp):
+            if comp.endpoint is not None:
+                comp.endpoint.close()
         if self._install is not None:
             self._install.cancel()
         with contextlib.suppress(MediaError):  # the relay session may already be gone
             self._relay.set_dtls_handler(*self._where, None)
+            self._relay.set_dtls_handler(*self._where, None, rtcp=True)
 
     # ------------------------------------------------------------------ internals
 
-    def _datagram(self, data: bytes, addr: Address) -> None:
-        if self._endpoint is None:
-            if len(self._early) < EARLY_QUEUE:
-                self._early.append((data, addr))
+    def _datagram(self, comp: _Component, data: bytes, addr: Address) -> None:
+        if comp.endpoint is None:
+            if not self._started and len(comp.early) < EARLY_QUEUE:
+                comp.early.append((data, addr))
             return
-        if addr != self._peer:
-            if not self._nat_learning or self._latched:
+        if addr != comp.peer:
+            if not self._nat_learning or comp.latched:
                 self.dropped += 1
                 return
-            self._peer = addr
-        self._latched = True
-        self._endpoint.datagram_received(data)
+            comp.peer = addr
+        comp.latched = True
+        comp.endpoint.datagram_received(data)
 
-    def _send(self, data: bytes) -> None:
-        if self._peer is None:
+    def _send(self, comp: _Component, data: bytes) -> None:
+        if comp.peer is None:
             return
         try:
-            self._relay.send_raw(*self._where, data, self._peer)
+            self._relay.send_raw(*self._where, data, comp.peer, rtcp=comp.rtcp)
         except MediaError:  # the call ended and its relay session with it
-            if self._endpoint is not None:
-                self._endpoint.abandon()
+            if comp.endpoint is not None:
+                comp.endpoint.abandon()
 
-    def _connected(self, event: HandshakeCompleted) -> None:
-        self.keys = event.keys
+    def _connected(self, comp: _Component, event: HandshakeCompleted) -> None:
+        comp.keys = event.keys
+        if self._install is not None:
+            self._install.cancel()
         self._install = asyncio.get_running_loop().create_task(self._install_keys())
-        if self._on_connected is not None:
+        if self._on_connected is not None and not comp.rtcp:
             self._on_connected(event)
 
     async def _install_keys(self) -> None:
@@ -200,17 +272,23 @@ class DtlsLeg:
         except UnknownSession:
             return  # the call ended while the handshake finished
         except MediaError as exc:
-            self._failed(f"key-install: {type(exc).__name__}")
+            self._failed(self._rtp, f"key-install: {type(exc).__name__}")
 
-    def _failed(self, reason: str) -> None:
-        if (self.keys is None and self._latched and self._peer != self._signalled
-                and self._restarts < MAX_RESTARTS):
+    def _failed(self, comp: _Component, reason: str) -> None:
+        if (comp.keys is None and comp.latched and comp.peer != comp.signalled
+                and comp.restarts < MAX_RESTARTS):
             # nat_learning latched a source other than the signalled one and its handshake
             # failed: an impostor racing the real peer must not be able to end the call.
-            self._restarts += 1
-            security_event("dtls.source_rejected", reason=reason, source=self._peer,
-                           session=self._where[0], leg=self._where[1])
-            self._open()
+            comp.restarts += 1
+            security_event("dtls.source_rejected", reason=reason, source=comp.peer,
+                           session=self._where[0], leg=self._where[1],
+                           component="rtcp" if comp.rtcp else "rtp")
+            self._open(comp)
             return
-        self.failed = reason
-        self._on_failed(reason)
+        comp.failed = reason
+        if not comp.rtcp:
+            self._on_failed(reason)
+
+
+def _rtcp_remote(remote: Address, base: LegConfig) -> Address:
+    return base.remote_rtcp or (remote[0], remote[1] + 1)

@@ -8,7 +8,8 @@ buffer, then polls again while packets keep coming, so a busy relay pays one loo
 level-triggered). The packet is checked and re-protected in place by ``LegStream`` and sent from
 the peer leg's socket. RFC 7983 demultiplexing: first byte
 128..191 is RTP/RTCP (RTCP when the payload type byte is 192..223, RFC 5761), 20..63 is DTLS and
-goes to the handler the DTLS layer attached. Run it on uvloop.
+goes to the handler the DTLS layer attached for that port: without rtcp-mux the RTCP port has its
+own handler (RFC 5764 §4.1: a second DTLS association there). Run it on uvloop.
 """
 
 from __future__ import annotations
@@ -194,18 +195,23 @@ class MediaRelay:
     def _rtcp_sender(self, sess: _Session, ep: LegStream, mux: bool) -> None:
         """RTCP leaves from the RTP port with rtcp-mux, else from the reserved odd port (bound
         now if the leg was created muxed and the answer refused mux)."""
+        rtcp = sess.rtcp_sockets.get(ep.port) if mux else self._rtcp_socket(sess, ep)
+        ep.send_rtcp = (rtcp if rtcp is not None and not mux
+                        else sess.rtp_sockets[ep.port]).sendto
+
+    def _rtcp_socket(self, sess: _Session, ep: LegStream) -> socket.socket | None:
+        """The leg's separate RTCP socket, bound on first need (None if the port is taken)."""
         rtcp = sess.rtcp_sockets.get(ep.port)
-        if not mux and rtcp is None:
+        if rtcp is None:
             try:
                 rtcp = self._bind(ep.port + 1)
             except OSError as exc:
                 log.warning("media.rtcp_port_unavailable", port=ep.port + 1, error=str(exc))
-            else:
-                sess.sockets.append(rtcp)
-                sess.rtcp_sockets[ep.port] = rtcp
-                self._watch(ep, rtcp, True)
-        ep.send_rtcp = (rtcp if rtcp is not None and not mux
-                        else sess.rtp_sockets[ep.port]).sendto
+                return None
+            sess.sockets.append(rtcp)
+            sess.rtcp_sockets[ep.port] = rtcp
+            self._watch(ep, rtcp, True)
+        return rtcp
 
     async def update_leg(self, session_id: str, leg: int, stream: int, cfg: LegConfig) -> None:
         self.update_leg_now(session_id, leg, stream, cfg)
@@ -296,17 +302,27 @@ class MediaRelay:
     # ------------------------------------------------------------------ DTLS hook
 
     def set_dtls_handler(self, session_id: str, leg: int, stream: int,
-                         handler: DtlsHandler | None) -> None:
-        self._find(session_id, leg, stream)[1].dtls_handler = handler
+                         handler: DtlsHandler | None, rtcp: bool = False) -> None:
+        ep = self._find(session_id, leg, stream)[1]
+        if rtcp:
+            ep.dtls_rtcp_handler = handler
+        else:
+            ep.dtls_handler = handler
 
     def send_raw(self, session_id: str, leg: int, stream: int, data: bytes,
-                 addr: Address) -> None:
-        ep = self._find(session_id, leg, stream)[1]
+                 addr: Address, rtcp: bool = False) -> None:
+        sess, ep = self._find(session_id, leg, stream)
         if ep.send_rtp is None:
             raise UnknownSession(session_id)
+        send = ep.send_rtp
+        if rtcp:
+            sock = self._rtcp_socket(sess, ep)
+            if sock is None:
+                raise InvalidParams(f"leg {leg} stream {stream}: RTCP port {ep.port + 1} taken")
+            send = sock.sendto
         addr = _check_address(addr)
         try:
-            ep.send_rtp(data, addr)
+            send(data, addr)
         except OSError as exc:
             log.warning("media.send_raw_failed", session=session_id, leg=leg, error=str(exc))
 
@@ -354,8 +370,12 @@ class MediaRelay:
                                 ep.drop_send_error += 1
                     else:
                         ep.drop_malformed += 1
-                elif 19 < first < 64 and ep.dtls_handler is not None:
-                    ep.dtls_handler(bytes(view[:n]), addr)
+                elif 19 < first < 64:
+                    handler = ep.dtls_rtcp_handler if rtcp_port else ep.dtls_handler
+                    if handler is not None:
+                        handler(bytes(view[:n]), addr)
+                    else:
+                        ep.drop_malformed += 1
                 else:
                     ep.drop_malformed += 1
             if len(events) < POLL_AGAIN:

@@ -58,11 +58,12 @@ class LegStream:
     __slots__ = (
         "accept_plain_rtcp", "bytes_in", "bytes_out", "drop_auth", "drop_malformed",
         "drop_no_keys", "drop_no_remote", "drop_plain_rtcp", "drop_replay", "drop_send_error",
-        "drop_source", "dst_rtcp", "dst_rtp", "dtls_handler", "last_packet", "latched_rtcp",
-        "latched_rtp", "nat_learning", "packets_in", "packets_out", "peer", "port", "rtcp_mux",
-        "rx", "rx_alt", "rx_alt_handle", "rx_alt_previous", "rx_handle", "secure",
-        "send_rtcp", "send_rtp", "signalled_rtcp", "signalled_rtp", "tx", "tx_handle",
-        "tx_ssrc", "tx_ssrcs",
+        "drop_source", "dst_rtcp", "dst_rtp", "dtls_handler", "dtls_rtcp_handler", "last_packet",
+        "latched_rtcp", "latched_rtp", "nat_learning", "packets_in", "packets_out", "peer", "port",
+        "rtcp_mux", "rtcp_rx", "rtcp_rx_handle", "rtcp_tx", "rtcp_tx_handle", "rx", "rx_alt",
+        "rx_alt_handle", "rx_alt_previous", "rx_handle", "secure", "send_rtcp", "send_rtp",
+        "signalled_rtcp", "signalled_rtp", "split_rtcp", "tx", "tx_handle", "tx_ssrc",
+        "tx_ssrcs",
     )
 
     def __init__(self, port: int = 0, rtcp_mux: bool = True) -> None:
@@ -87,9 +88,17 @@ class LegStream:
         self.tx_handle: Any = None
         self.tx_ssrc = b""
         self.tx_ssrcs: list[bytes] = []
+        # SRTCP: separate contexts (DTLS association on the RTCP port) or the SRTP ones;
+        # split_rtcp (DTLS without rtcp-mux) means only the separate ones, never the SRTP ones.
+        self.split_rtcp = False
+        self.rtcp_rx: SrtpContext | None = None
+        self.rtcp_tx: SrtpContext | None = None
+        self.rtcp_rx_handle: Any = None
+        self.rtcp_tx_handle: Any = None
         self.send_rtp: Sender | None = None
         self.send_rtcp: Sender | None = None
         self.dtls_handler: Callable[[bytes, Address], None] | None = None
+        self.dtls_rtcp_handler: Callable[[bytes, Address], None] | None = None
         self.last_packet: float | None = None
         self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
         self.drop_source = self.drop_auth = self.drop_replay = self.drop_plain_rtcp = 0
@@ -150,11 +159,12 @@ class LegStream:
         """Same as rtp_in for RTCP/SRTCP (plain RTCP on an SRTCP leg per accept_plain_rtcp)."""
         lenp = buf.length
         plain = True
-        if self.rx_handle is not None:
+        rx = self.rtcp_rx_handle
+        if rx is not None:
             original = bytes(buf.view[:n])
             lenp[0] = n
-            if self.rx_alt_handle is None:
-                status = unprotect_rtcp(self.rx_handle, buf.cdata, lenp)
+            if self.rx_alt_handle is None or rx is not self.rx_handle:
+                status = unprotect_rtcp(rx, buf.cdata, lenp)
             else:
                 status = self._unprotect_rekey(buf, n, unprotect_rtcp)
             if status == OK:
@@ -182,11 +192,11 @@ class LegStream:
         if peer.dst_rtcp is None:
             self.drop_no_remote += 1
             return 0
-        if peer.tx_handle is not None:
+        if peer.rtcp_tx_handle is not None:
             lenp[0] = n
             if plain and buf.data[4:8] != peer.tx_ssrc:
                 peer.track_tx_ssrc(buf.data[4:8])
-            if protect_rtcp(peer.tx_handle, buf.cdata, lenp):
+            if protect_rtcp(peer.rtcp_tx_handle, buf.cdata, lenp):
                 self.drop_malformed += 1
                 return 0
             n = lenp[0]
@@ -224,7 +234,10 @@ class LegStream:
         if ssrc in seen:
             seen.remove(ssrc)
         elif len(seen) >= MAX_TX_SSRCS:
-            remove_stream(self.tx_handle, htonl(int.from_bytes(seen.pop(0), "big")))
+            gone = htonl(int.from_bytes(seen.pop(0), "big"))
+            for handle in {self.tx_handle, self.rtcp_tx_handle}:
+                if handle is not None:
+                    remove_stream(handle, gone)
         seen.append(ssrc)
 
     def _rx_failed(self, status: int) -> None:
@@ -275,6 +288,7 @@ class LegStream:
         self.accept_plain_rtcp = cfg.accept_plain_rtcp
         self.rtcp_mux = cfg.rtcp_mux
         self.secure = cfg.dtls or cfg.rx is not None
+        self.split_rtcp = cfg.dtls and not cfg.rtcp_mux
         remote_rtcp = cfg.remote_rtcp
         if cfg.remote_rtp is not None and remote_rtcp is None:
             remote_rtcp = cfg.remote_rtp if cfg.rtcp_mux else (cfg.remote_rtp[0],
@@ -287,6 +301,27 @@ class LegStream:
                          else self.latched_rtcp or self.signalled_rtcp)
         self._set_rx(cfg.rx)
         self._set_tx(cfg.tx)
+        self._set_rtcp(cfg.rtcp_rx, cfg.rtcp_tx)
+
+    def _set_rtcp(self, rx: SrtpParams | None, tx: SrtpParams | None) -> None:
+        """Separate SRTCP contexts when given (kept while their params are unchanged)."""
+        if self.rtcp_rx is not None and self.rtcp_rx.params != rx:
+            self.rtcp_rx.close()
+            self.rtcp_rx = None
+        if self.rtcp_tx is not None and self.rtcp_tx.params != tx:
+            self.rtcp_tx.close()
+            self.rtcp_tx = None
+        if rx is not None and self.rtcp_rx is None:
+            self.rtcp_rx = SrtpContext(rx, outbound=False)
+        if tx is not None and self.rtcp_tx is None:
+            self.rtcp_tx = SrtpContext(tx, outbound=True)
+        self._sync_rtcp()
+
+    def _sync_rtcp(self) -> None:
+        rx, tx = self.rtcp_rx, self.rtcp_tx
+        shared = not self.split_rtcp
+        self.rtcp_rx_handle = rx.handle if rx is not None else self.rx_handle if shared else None
+        self.rtcp_tx_handle = tx.handle if tx is not None else self.tx_handle if shared else None
 
     def _set_rx(self, params: SrtpParams | None) -> None:
         if params is None:
@@ -338,6 +373,7 @@ class LegStream:
             carry_roc(self.rx, ctx)
         if self.rx is None:
             self.rx, self.rx_handle = ctx, ctx.handle
+            self._sync_rtcp()
             return
         self.rx_alt, self.rx_alt_handle, self.rx_alt_previous = ctx, ctx.handle, False
 
@@ -356,7 +392,8 @@ class LegStream:
         self._drop_alt()
         self._replace_rx(None)
         self._set_tx(None)
-        self.send_rtp = self.send_rtcp = self.dtls_handler = None
+        self._set_rtcp(None, None)
+        self.send_rtp = self.send_rtcp = self.dtls_handler = self.dtls_rtcp_handler = None
         self.peer = self
 
     def stats(self) -> StreamStats:

@@ -46,20 +46,24 @@ def fingerprint_of(cert: crypto.X509, algorithm: hashes.HashAlgorithm) -> str:
 class BaresipLikePeer:
     """An independent DTLS-SRTP peer on a blocking socket in a thread (not our engine's code)."""
 
-    def __init__(self, role: str) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            key = crypto.PKey()
-            key.generate_key(crypto.TYPE_RSA, 2048)
-            cert = crypto.X509()
-            cert.get_subject().CN = "baresip-like"
-            cert.set_issuer(cert.get_subject())
-            cert.set_pubkey(key)
-            cert.gmtime_adj_notBefore(-60)
-            cert.gmtime_adj_notAfter(3600)
-            cert.set_serial_number(42)
-            cert.sign(key, "sha1")
-        self.cert = cert
+    def __init__(self, role: str, twin: BaresipLikePeer | None = None) -> None:
+        """``twin``: the same endpoint's other port (RTCP without rtcp-mux): same certificate."""
+        if twin is not None:
+            key, cert = twin.key, twin.cert
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                key = crypto.PKey()
+                key.generate_key(crypto.TYPE_RSA, 2048)
+                cert = crypto.X509()
+                cert.get_subject().CN = "baresip-like"
+                cert.set_issuer(cert.get_subject())
+                cert.set_pubkey(key)
+                cert.gmtime_adj_notBefore(-60)
+                cert.gmtime_adj_notAfter(3600)
+                cert.set_serial_number(42)
+                cert.sign(key, "sha1")
+        self.key, self.cert = key, cert
         ctx = SSL.Context(SSL.DTLS_METHOD)
         ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *a: True)
         ctx.use_certificate(cert.to_cryptography())

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.media.api import LegConfig, SrtpParams, generate_params
+from gateway.media.api import InvalidParams, LegConfig, SrtpParams, generate_params
+from gateway.media.control import leg_from_json, leg_to_json
 from gateway.media.srtp import PacketBuffer, SrtpContext, stream_rocs
 from gateway.media.stream import LegStream, looks_like_plain_rtcp
 from tests.unit.test_media_srtp import Reference
@@ -322,3 +323,45 @@ def test_any_datagram_is_relayed_or_counted_never_raises(packet: bytes, rtcp: bo
     else:  # dropped exactly once, maybe after it was accepted (then it is also in packets_in)
         assert sum(s.drops.values()) == 1
     looks_like_plain_rtcp(packet)
+
+
+def test_dtls_leg_without_mux_keys_srtcp_from_its_own_association() -> None:
+    """RFC 5764 §4.1: without rtcp-mux, SRTCP waits for the RTCP port's keys and never uses the
+    RTP association's; plain RTCP from the other leg leaves protected with them."""
+    rtp_in, rtp_out, rtcp_in, rtcp_out = (generate_params(SUITE) for _ in range(4))
+    base = LegConfig(remote_rtp=A, rtcp_mux=False, dtls=True, rx=rtp_in, tx=rtp_out)
+    pair = Pair(base, LegConfig(remote_rtp=B, rtcp_mux=False))
+    wrong = SrtpContext(rtp_in, outbound=True)
+    with_rtp_keys = wrong.protect(rtcp_rr(), rtcp=True)
+    assert pair.feed(0, with_rtp_keys, A, rtcp=True) is None
+    assert pair.feed(1, rtcp_rr(0xB), B, rtcp=True) is None
+    assert pair.legs[0].drop_no_keys == 1 and pair.legs[1].drop_no_keys == 1
+    pair.legs[0].configure(LegConfig(remote_rtp=A, rtcp_mux=False, dtls=True, rx=rtp_in,
+                                     tx=rtp_out, rtcp_rx=rtcp_in, rtcp_tx=rtcp_out))
+    kept = pair.legs[0].rtcp_rx
+    peer_tx = SrtpContext(rtcp_in, outbound=True)
+    assert pair.feed(0, peer_tx.protect(rtcp_rr(), rtcp=True), A, rtcp=True) == rtcp_rr()
+    later = wrong.protect(rtcp_rr(), rtcp=True)  # SRTCP index 2: past the replay check
+    assert pair.feed(0, later, A, rtcp=True) is None and pair.legs[0].drop_auth == 1
+    out = pair.feed(1, rtcp_rr(0xB), B, rtcp=True)
+    assert SrtpContext(rtcp_out, outbound=False).unprotect(out or b"", rtcp=True) == rtcp_rr(0xB)
+    packet = SrtpContext(rtp_in, outbound=True).protect(rtp(1))
+    assert pair.feed(0, packet, A) == rtp(1)  # RTP keeps the RTP association's keys
+    pair.legs[0].configure(LegConfig(remote_rtp=A, rtcp_mux=False, dtls=True, rx=rtp_in,
+                                     tx=rtp_out, rtcp_rx=rtcp_in, rtcp_tx=rtcp_out))
+    assert pair.legs[0].rtcp_rx is kept  # unchanged keys keep the context (index, window)
+    pair.legs[0].close()
+    assert pair.legs[0].rtcp_rx is None and pair.legs[0].rtcp_rx_handle is None
+
+
+def test_separate_srtcp_keys_are_validated() -> None:
+    k = generate_params(SUITE)
+    with pytest.raises(InvalidParams):
+        LegConfig(rtcp_mux=False, dtls=True, rtcp_rx=k)
+    with pytest.raises(InvalidParams):  # with rtcp-mux there is one association
+        LegConfig(dtls=True, rtcp_rx=k, rtcp_tx=k)
+    with pytest.raises(InvalidParams):  # a plain leg has nothing to key
+        LegConfig(rtcp_mux=False, rtcp_rx=k, rtcp_tx=k)
+    cfg = LegConfig(remote_rtp=A, rtcp_mux=False, dtls=True, rtcp_rx=k, tx=None, rtcp_tx=k)
+    assert leg_from_json(leg_to_json(cfg)) == cfg
+    assert k.key.hex() not in repr(cfg)
