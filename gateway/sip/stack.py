@@ -441,7 +441,8 @@ class SipStack:
             log.error("sip.handler_failed", method=incoming.request.method,
                       error=f"{type(exc).__name__}: {exc}")
             if incoming.tid is not None and not incoming.cancels:
-                self.respond(incoming.tid, incoming.request.create_response(500))
+                self.respond(incoming.tid, incoming.request.create_response(
+                    500, to_tag=secrets.token_hex(6)))
 
     def _arm_timer(self) -> None:
         when = self.layer.get_timer()

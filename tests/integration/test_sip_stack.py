@@ -358,6 +358,7 @@ async def test_handler_exception_becomes_500(keys: Keys) -> None:
         sock.sendto(options(), stack.bound("udp"))
         resp = parse_message(await udp_recv(sock))
         assert isinstance(resp, SipResponse) and resp.status == 500
+        assert resp.to.tag  # §8.2.6.2
     finally:
         sock.close()
         await stack.stop()
