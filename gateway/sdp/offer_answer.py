@@ -174,11 +174,7 @@ def _is_savp(proto: str) -> bool:
 
 def _media_address(sdp: SessionDescription, m: Media) -> str | None:
     conn = sdp.connection_for(m)
-    if conn is None or conn.is_hold or conn.nettype != "IN":
-        return None
-    try:
-        ipaddress.ip_address(conn.address)
-    except ValueError:
+    if conn is None or conn.is_hold or conn.nettype != "IN" or not _is_ip(conn.address):
         return None
     return conn.address
 
@@ -192,7 +188,15 @@ def _rtcp_address(m: Media, rtp: Address | None, mux: bool) -> Address | None:
     if rtcp is None:
         return (rtp[0], rtp[1] + 1)
     port, addr = rtcp
-    return (addr or rtp[0], port)
+    return (addr if addr is not None and _is_ip(addr) else rtp[0], port)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _to_params(crypto: CryptoAttribute, policy: LegPolicy) -> SrtpParams | None:

@@ -341,3 +341,14 @@ def test_remote_key_is_usable_by_the_media_layer() -> None:
     assert isinstance(stream.remote_key, SrtpParams)
     assert stream.remote_key == SrtpParams("AEAD_AES_256_GCM", base64.b64decode(
         "Nl0Rod/mELYO+plhNtN6uK/ScVuMa8KFDcXmAFtwK7n1mw8wbsssQ+5ExCk="))
+
+
+def test_rtcp_attribute_address_reaches_media_only_as_an_ip() -> None:
+    """RFC 3605 allows any connection-address in a=rtcp, but the relay takes IP literals only
+    (as for c=): a host name must not reach it; RTCP then goes to the RTP address."""
+    offer = ("v=0\r\no=- 1 1 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\n"
+             "m=audio 4000 RTP/AVP 0\r\na=rtcp:4001 IN IP4 pbx.example.com\r\n"
+             "m=audio 5000 RTP/AVP 0\r\na=rtcp:6001 IN IP4 192.0.2.6\r\n")
+    streams = read_offer(offer, RTP).streams
+    assert streams[0].rtcp == ("192.0.2.5", 4001)
+    assert streams[1].rtcp == ("192.0.2.6", 6001)
