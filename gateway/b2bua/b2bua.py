@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -97,6 +98,7 @@ class B2bua:
         self.relay = relay
         self.calls: dict[str, Call] = {}
         self.accepting = True                      # False while draining: new INVITEs get 503
+        self.drain_until: float | None = None      # clock time the drain ends (Retry-After)
         self.ring_timeout = RING_TIMEOUT           # longest wait for the callee's next response
         self._clock = clock or asyncio.get_running_loop().time
         self._on_call_end = on_call_end
@@ -111,12 +113,14 @@ class B2bua:
         self.counters: Counter[str] = Counter()
 
     # ------------------------------------------------------------------ public inputs
-    def reload(self, config: Config) -> None:
+    def reload(self, config: Config, dtls: DtlsContext | None = None) -> None:
         """New trunks and routes apply to new calls; live calls keep the trunks they began with.
 
         The DTLS certificate is read again (it may have been rotated) before anything changes,
-        so a bad one fails the reload (DtlsIdentityError) and leaves the B2BUA as it was."""
-        self.dtls = dtls_context(config)
+        so a bad one fails the reload (DtlsIdentityError) and leaves the B2BUA as it was.
+        ``dtls``: the context a caller already loaded from ``config`` (ops loads everything
+        that can fail before it swaps anything)."""
+        self.dtls = dtls if dtls is not None else dtls_context(config)
         self._acl = Acl(config)
         self.config = config
 
@@ -216,8 +220,15 @@ class B2bua:
     def on_media_timeout(self, session_id: str, stream: int) -> None:
         """The relay saw no media on a stream for its inactivity timeout."""
         call = self._by_session.get(session_id)
-        if call is None or call.state not in (CallState.ANSWERED, CallState.CONFIRMED):
-            return   # a call may ring for longer than the media timeout without early media
+        if call is None:
+            return
+        if call.state not in (CallState.ANSWERED, CallState.CONFIRMED):
+            # a call may ring for longer than the media timeout without early media; the
+            # relay will not report this stream again, so the answer re-checks it
+            bridge = self._media.get(call.id)
+            if bridge is not None:
+                bridge.media_idle(stream, self._clock())
+            return
         # a trunk that opts out (long silences, fax) keeps its calls whatever the other says
         if call.a.trunk.end_call_on_media_timeout and call.b.trunk.end_call_on_media_timeout:
             log.info("call.media_timeout", call=call.id, stream=stream)
@@ -314,6 +325,12 @@ class B2bua:
             return
         inv.closed = status >= 200
         self._reply(inv.tid, inv.request, status, leg=inv.call.a, body=body, extra=extra)
+
+    def _retry_after(self) -> str:
+        """Seconds until a drain ends (this gateway then stops), else the usual 30."""
+        if self.drain_until is None:
+            return RETRY_AFTER
+        return str(max(1, math.ceil(self.drain_until - self._clock())))
 
     def _forget_unacked(self, call: Call) -> None:
         for tid in [t for t, c in self._unacked.items() if c is call]:
@@ -425,7 +442,7 @@ class B2bua:
 
     def _new_invite(self, req: SipRequest, tid: Tid, trunk: Trunk, source: HostPort) -> None:
         if not self.accepting:
-            self._reply(tid, req, 503, extra=[("Retry-After", RETRY_AFTER)])
+            self._reply(tid, req, 503, extra=[("Retry-After", self._retry_after())])
             return
         if req.method not in trunk.methods:
             self._reply(tid, req, 405, extra=[("Allow", ALLOW)])
@@ -480,7 +497,8 @@ class B2bua:
         try:
             bridge = MediaBridge(self.relay, src, dst, self.config.media.sdp_address,
                                  dtls=self.dtls,
-                                 on_failed=lambda reason: self._media_failed(call, reason))
+                                 on_failed=lambda reason: self._media_failed(call, reason),
+                                 media=(call.a.media, call.b.media))
         except SdpError as exc:
             self._fail(inv, exc.status, f"sdp: {exc.reason}")
             return
@@ -605,6 +623,10 @@ class B2bua:
         self._answer_a(inv, 200, body=body, extra=extra)
         self._unacked[inv.tid] = call
         self.counters["calls.answered"] += 1
+        bridge = self._media.get(call.id)
+        if bridge is not None and (sid := bridge.session_id) is not None:
+            bridge.watch_idle(self.config.media.inactivity_timeout,
+                              lambda stream: self.on_media_timeout(sid, stream))
         log.info("call.answered", call=call.id)
 
     def _fail(self, inv: _Invite, status: int, why: str,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.config import HostPort, Trunk
 
@@ -41,6 +41,16 @@ class EndReason(enum.Enum):
 
 
 @dataclass(slots=True)
+class LegMedia:
+    """What one leg's media negotiated, for CDRs and status: the first codec of the answer
+    and the SRTP suite (None on plain RTP). Never a key: there is no field that could hold one.
+    """
+
+    codec: str | None = None
+    suite: str | None = None
+
+
+@dataclass(slots=True)
 class Leg:
     """One side's dialog. ``local_*`` are ours on this leg, ``remote_*`` the peer's."""
 
@@ -56,6 +66,7 @@ class Leg:
     route_set: tuple[str, ...] = ()
     local_cseq: int = 0
     remote_cseq: int | None = None
+    media: LegMedia = field(default_factory=LegMedia)   # filled by the call's MediaBridge
 
     def next_cseq(self) -> int:
         self.local_cseq += 1

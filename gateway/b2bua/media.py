@@ -9,21 +9,25 @@ installed at offer time next to the old one until the answer commits it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway.b2bua.call import LegMedia
 from gateway.config import Config, DtlsSection, Trunk
 from gateway.media.api import (
     Address,
     LegConfig,
     LocalStream,
+    MediaError,
     MediaRelayApi,
     SessionInfo,
     SrtpParams,
     generate_params,
 )
 from gateway.media.dtls import Role
+from gateway.media.dtls_events import HandshakeCompleted
 from gateway.media.dtls_identity import DtlsIdentity
 from gateway.media.dtls_leg import DtlsLeg
 from gateway.sdp.crypto import parse_crypto
@@ -40,7 +44,7 @@ from gateway.sdp.dtls import (
     role_from_answer,
 )
 from gateway.sdp.errors import SdpError
-from gateway.sdp.model import Attribute, Origin, SessionDescription, parse_sdp
+from gateway.sdp.model import Attribute, Media, Origin, SessionDescription, parse_sdp
 from gateway.sdp.offer_answer import (
     LegPolicy,
     Negotiation,
@@ -100,6 +104,25 @@ def dtls_context(config: Config) -> DtlsContext | None:
     return DtlsContext(DtlsIdentity.from_config(config.dtls), config.dtls)
 
 
+# RFC 3551 §6: static payload types that need no a=rtpmap.
+STATIC_PAYLOADS = {"0": "PCMU", "3": "GSM", "4": "G723", "8": "PCMA", "9": "G722",
+                   "13": "CN", "18": "G729"}
+MAX_CODEC_NAME = 32  # the name comes from the peer's SDP and ends up in CDRs
+
+
+def first_codec(sdp: SessionDescription) -> tuple[int, Media, str] | None:
+    """The first RTP stream still in use and the first codec of its format list (which in an
+    answer is the one both sides send, RFC 3264 §6.1)."""
+    for i, m in enumerate(sdp.media):
+        if m.rejected or not m.is_rtp or not m.formats:
+            continue
+        pt = m.formats[0]
+        mapped = m.rtpmap.get(pt)
+        name = mapped[0] if mapped is not None else STATIC_PAYLOADS.get(pt, f"pt{pt}")
+        return i, m, name[:MAX_CODEC_NAME]
+    return None
+
+
 def _setup_for(role: Role) -> Setup:
     """The a=setup that keeps a running association's roles in a re-offer (RFC 5763 §5)."""
     return "active" if role == "client" else "passive"
@@ -144,12 +167,19 @@ class MediaBridge:
 
     Errors: ``SdpError`` (400 malformed, 488 unacceptable), ``PortsExhausted`` from the relay
     (the caller answers 503). ``close()`` is idempotent and frees the relay session.
+    ``media`` holds each leg's negotiated codec and suite, updated at every answer and, on
+    DTLS-SRTP legs, when the handshake exports the keys.
     """
 
     def __init__(self, relay: MediaRelayApi, a: Trunk, b: Trunk, sdp_address: str, *,
                  dtls: DtlsContext | None = None,
-                 on_failed: Callable[[str], None] | None = None) -> None:
+                 on_failed: Callable[[str], None] | None = None,
+                 media: tuple[LegMedia, LegMedia] | None = None) -> None:
         self._relay = relay
+        self.media = media or (LegMedia(), LegMedia())
+        self._main: list[int | None] = [None, None]   # per leg: the stream ``media`` describes
+        self._idle: dict[int, float] = {}   # stream -> when the relay reported it idle, ringing
+        self._watch: asyncio.Task[None] | None = None
         self._legs = (_LegState(a, leg_policy(a)), _LegState(b, leg_policy(b)))
         if dtls is None and any(t.media == "dtls-srtp" for t in (a, b)):
             raise SdpError(488, "dtls-srtp trunk but no DTLS certificate loaded")
@@ -246,6 +276,8 @@ class MediaBridge:
         p.answered = True
         ours = _scrub(build_answer(p.offer, theirs.sdp, streams, me.policy, origin))
         me.sent = ours
+        self._note_media(dst, theirs.sdp)
+        self._note_media(src, ours)
         for i, (role, params) in p.starts.items():
             s = p.offer.streams[i]
             if s.rtp is not None:
@@ -282,11 +314,29 @@ class MediaBridge:
         state = self._legs[leg]
         theirs = read_answer(parse_sdp(offer), answer, state.policy)
         await self._install(leg, theirs.streams)
+        self._note_media(leg, theirs.sdp)
+
+    def media_idle(self, stream: int, now: float) -> None:
+        """The relay reported ``stream`` idle while the call was still ringing. It reports a
+        stream only once until media flows again, so ``watch_idle`` checks it after answer."""
+        self._idle.setdefault(stream, now)
+
+    def watch_idle(self, default_timeout: float, on_idle: Callable[[int], None]) -> None:
+        """The call was answered: a stream reported idle while ringing gets ``on_idle(stream)``
+        one media timeout from now unless media has flowed on it since (the relay's own timer
+        then watches it again)."""
+        if not self._idle or self._info is None or self._watch is not None or self._closed:
+            return
+        timeout = self._media_timeout() or default_timeout
+        self._watch = asyncio.get_running_loop().create_task(
+            self._recheck_idle(dict(self._idle), timeout, on_idle))
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        if self._watch is not None:
+            self._watch.cancel()
         for state in self._legs:
             for d in state.dtls.values():
                 d.leg.close()
@@ -303,6 +353,41 @@ class MediaBridge:
         if self._pending is None:
             raise SdpError(400, "an answer without an offer")
         return self._pending
+
+    async def _recheck_idle(self, idle: dict[int, float], timeout: float,
+                            on_idle: Callable[[int], None]) -> None:
+        await asyncio.sleep(timeout)
+        try:
+            stats = await self._relay.stats(self._sid)
+        except MediaError:
+            return   # the session is gone: the call ended meanwhile
+        for stream, since in sorted(idle.items()):
+            last = [s.last_packet for leg in stats.legs for s in leg[stream:stream + 1]]
+            if all(t is None or t <= since for t in last) and not self._closed:
+                on_idle(stream)
+
+    def _note_media(self, leg: int, answer: SessionDescription) -> None:
+        """Record the codec and suite ``answer`` settles on ``leg`` (never the key)."""
+        found = first_codec(answer)
+        if found is None:
+            return
+        stream, m, codec = found
+        state, out = self._legs[leg], self.media[leg]
+        self._main[leg] = stream
+        out.codec = codec
+        out.suite = None
+        if "SAVP" not in m.proto.upper():
+            return
+        key = state.tx.get(stream)
+        d = state.dtls.get(stream)
+        if d is not None:
+            out.suite = d.leg.keys.suite if d.leg.keys is not None else None
+        elif key is not None:
+            out.suite = key.suite
+
+    def _dtls_keys(self, leg: int, stream: int, event: HandshakeCompleted) -> None:
+        if self._main[leg] == stream:
+            self.media[leg].suite = event.keys.suite
 
     def _media_timeout(self) -> float | None:
         timeouts = [t.trunk.media_timeout for t in self._legs if t.trunk.media_timeout]
@@ -331,7 +416,8 @@ class MediaBridge:
             old.leg.close()
         d = _Dtls(DtlsLeg.for_trunk(self._relay, self._sid, leg, stream,  # type: ignore[arg-type]
                                     self._dtls.identity, new_tls_id(), self._dtls.section,
-                                    state.trunk, on_failed=self._dtls_failed))
+                                    state.trunk, on_failed=self._dtls_failed,
+                                    on_connected=lambda ev: self._dtls_keys(leg, stream, ev)))
         state.dtls[stream] = d
         return d
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from gateway.b2bua.call import Call, EndReason
+from gateway.b2bua.media import dtls_context
 from gateway.config import Config
 from gateway.media.api import SessionStats, UnknownSession
 from gateway.ops.cdr import CallRecord, LegRecord
@@ -80,6 +81,9 @@ class GatewayOps:
             sip_requests=dict(gw.requests),
             sip_messages=dict(gw.stack.counters),
             sip_connections=dict(gw.stack.transports.counters),
+            sip_responses=dict(gw.stack.responses.counts),
+            tls_handshakes={"ok": gw.stack.transports.counters.get("tls_handshakes", 0),
+                            "failed": gw.stack.transports.counters.get("tls_failures", 0)},
             media_packets={(k, d): kinds[(k, f"packets_{d}")] for k in names for d in _DIRS},
             media_bytes={(k, d): kinds[(k, f"bytes_{d}")] for k in names for d in _DIRS},
             srtp_auth_failures={k: kinds[(k, "auth_failures")] for k in names if k != "rtp"},
@@ -117,15 +121,22 @@ class GatewayOps:
                 for c in list(self.gw.calls.values())]
 
     def apply_config(self, cfg: Config) -> None:
-        """New TLS contexts first (the step that can fail), then policy and routing."""
+        """The steps that can fail run first: the DTLS certificate is loaded (nothing swapped
+        yet), the security sink is opened (before the firewall changes), the TLS contexts are
+        built and swapped in one step (``check_tls_material`` already loaded those files); the
+        B2BUA then takes the DTLS context loaded above and cannot fail."""
         gw = self.gw
-        gw.stack.reload_tls(cfg)
+        dtls = dtls_context(cfg)
         gw.reload_security(cfg)
-        gw.b2bua.reload(cfg)
+        gw.stack.reload_tls(cfg)
+        gw.b2bua.reload(cfg, dtls)
         gw.config = cfg
 
     def stop_accepting(self) -> None:
-        self.gw.b2bua.accepting = False
+        """New INVITEs get 503 with Retry-After: the seconds left until the drain ends."""
+        b2bua = self.gw.b2bua
+        b2bua.accepting = False
+        b2bua.drain_until = self.gw.loop.time() + self.gw.config.admin.drain_timeout
 
     async def end_calls(self, cause: str) -> None:
         log.info("ops.end_calls", cause=cause, calls=len(self.gw.calls))
@@ -165,7 +176,8 @@ class GatewayOps:
         legs = []
         for i, leg in enumerate((call.a, call.b)):
             t = leg.trunk
-            rec = LegRecord(t.name, t.side, t.transport, t.media)
+            rec = LegRecord(t.name, t.side, t.transport, t.media, leg.media.codec,
+                            leg.media.suite)
             if stats is not None:
                 for s in stats.legs[i]:
                     rec.packets_in += s.packets_in

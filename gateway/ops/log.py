@@ -152,16 +152,27 @@ def security_event(kind: str, **fields: Any) -> None:
 
 def setup_logging(level: str = "info", fmt: str = "kv", file: Path | None = None) -> None:
     """Configure the ``srtpgw`` logger tree once at start-up (and again on reload)."""
-    root = logging.getLogger(ROOT)
-    for h in list(root.handlers):
-        if getattr(h, "_srtpgw", False):
-            root.removeHandler(h)
-            h.close()
+    install_log_handler(log_handler(fmt, file), level)
+
+
+def log_handler(fmt: str = "kv", file: Path | None = None) -> logging.Handler:
+    """The handler for a [logging] section; opening the file is the step that can fail
+    (OSError), so a reload makes it before it changes anything."""
     handler: logging.Handler = (logging.FileHandler(file, encoding="utf-8") if file
                                 else logging.StreamHandler(sys.stderr))
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
     handler.addFilter(RedactingFilter())
     handler._srtpgw = True  # type: ignore[attr-defined]
+    return handler
+
+
+def install_log_handler(handler: logging.Handler, level: str = "info") -> None:
+    """Replace our previous handler with ``handler``."""
+    root = logging.getLogger(ROOT)
+    for h in list(root.handlers):
+        if getattr(h, "_srtpgw", False):
+            root.removeHandler(h)
+            h.close()
     root.addHandler(handler)
     root.setLevel(level.upper())
     root.propagate = False

@@ -40,6 +40,9 @@ class Stats:
     sip_requests: dict[tuple[str, str], int] = field(default_factory=dict)  # method, transport
     sip_messages: dict[str, int] = field(default_factory=dict)  # received/sent/dropped/invalid
     sip_connections: dict[str, int] = field(default_factory=dict)  # accepted/refused/...
+    # direction (sent/received), method, status class (1xx..6xx), transport
+    sip_responses: dict[tuple[str, str, str, str], int] = field(default_factory=dict)
+    tls_handshakes: dict[str, int] = field(default_factory=dict)  # result: ok / failed
     tls_failures: dict[str, int] = field(default_factory=dict)  # reason
     call_events: dict[str, int] = field(default_factory=dict)  # B2BUA: started, failed.486, ...
     security_events: dict[str, int] = field(default_factory=dict)  # kind
@@ -73,6 +76,10 @@ _COUNTERS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
      "sip_messages", ("event",)),
     ("sip_connections", "SIP stream connections: accepted, refused, tls_failures, timeouts, ...",
      "sip_connections", ("event",)),
+    ("sip_responses", "SIP responses sent and received, by method, status class and transport",
+     "sip_responses", ("direction", "method", "status_class", "transport")),
+    ("tls_handshakes", "TLS handshakes (inbound and outbound) by result: ok, failed",
+     "tls_handshakes", ("result",)),
     ("call_events", "Call layer events: calls.started, calls.answered, failed.<code>, ...",
      "call_events", ("event",)),
     ("security_events", "Security events by kind (rate-limited reports, see the log)",

@@ -28,7 +28,7 @@ from gateway.ops.health import (
     read_certificate,
     readiness,
 )
-from gateway.ops.log import get_logger, setup_logging
+from gateway.ops.log import get_logger, install_log_handler, log_handler
 from gateway.ops.metrics import Metrics, Stats
 from gateway.ops.reload import Reloader
 from gateway.ops.security_count import SecurityEventCounter
@@ -143,9 +143,18 @@ class OpsService:
     # ------------------------------------------------------------------ reload
 
     def _apply(self, new: Config) -> None:
-        self.view.apply_config(new)
+        """Steps that can fail (a log file that cannot be opened, the gateway's own) first."""
+        handler = None
         if new.logging != self.config.logging:
-            setup_logging(new.logging.level, new.logging.format, new.logging.file)
+            handler = log_handler(new.logging.format, new.logging.file)
+        try:
+            self.view.apply_config(new)
+        except BaseException:
+            if handler is not None:
+                handler.close()
+            raise
+        if handler is not None:
+            install_log_handler(handler, new.logging.level)
         self.cdr.configure(new.cdr)
         self.drainer.timeout = new.admin.drain_timeout
         self.config = new

@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.ops.log import get_logger
+from gateway.ops.sip_count import ResponseCounter
 from gateway.sip.errors import SipParseError, TransactionTimeout, TransportFailure
 from gateway.sip.events import (
     AckTimeout,
@@ -147,6 +148,7 @@ class SipStack:
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.counters = {"received": 0, "dropped": 0, "invalid": 0, "sent": 0}
+        self.responses = ResponseCounter()  # by direction, method, status class, transport
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -210,6 +212,7 @@ class SipStack:
             if len(msg.via) != 1:  # §8.1.3.3: a UA discards responses with more Vias
                 self.counters["dropped"] += 1
                 return
+            self.responses.count("received", msg, source.transport)
             reply = source
         self.layer.receive(msg, reply, stream, self._now)
         self._pump()
@@ -263,6 +266,8 @@ class SipStack:
     def respond(self, tid: Tid, response: SipResponse) -> bool:
         """Answer a server transaction (False when it no longer takes responses)."""
         ok = self.layer.send_response(tid, response, self._now)
+        if ok:
+            self.responses.sent(response)
         self._pump()
         return ok
 

@@ -157,8 +157,8 @@ class SipTransports:
         self._tasks: set[asyncio.Task[None]] = set()
         self._server_ctx: dict[str, ssl.SSLContext] = {}
         self._client_ctx: ssl.SSLContext | None = None
-        self.counters = {"accepted": 0, "refused": 0, "tls_failures": 0, "framing_errors": 0,
-                         "timeouts": 0}
+        self.counters = {"accepted": 0, "refused": 0, "tls_failures": 0, "tls_handshakes": 0,
+                         "framing_errors": 0, "timeouts": 0}
         self.max_connections = 10000  # inbound, handshaking ones included; more are closed
         self._handshaking = 0
         self._dns: dict[tuple[str, int], tuple[float, str]] = {}
@@ -302,6 +302,7 @@ class SipTransports:
         except (OSError, TimeoutError) as exc:
             self._tls_failed(source, _tls_reason(exc))
             return None
+        self.counters["tls_handshakes"] += 1
         return tls
 
     def _tls_failed(self, source: MessageSource, reason: str, **fields: object) -> None:
@@ -544,6 +545,7 @@ class SipTransports:
                 writer.close()
                 raise TransportFailure(f"{target.host}:{target.port}: certificate fingerprint "
                                        "is not pinned")
+            self.counters["tls_handshakes"] += 1
         conn = self._register(source, stream, outbound=True)
         self._outbound[target.key] = conn
         self._spawn(self._read_loop(conn))

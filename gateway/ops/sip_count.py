@@ -1,0 +1,35 @@
+"""SIP responses counted by direction, method, status class and transport, read on scrape.
+
+Every label value comes from a small fixed set: a method or transport a peer invented is
+counted as ``other``, so a hostile peer cannot grow the metric without bound.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from gateway.sip.message import SipResponse
+
+METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
+                     "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE"})
+TRANSPORTS = frozenset({"udp", "tcp", "tls"})
+
+Key = tuple[str, str, str, str]  # direction, method, status class, transport
+
+
+class ResponseCounter:
+    """Plain-int counts; one dict update per response, nothing else on the SIP path."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[Key] = Counter()
+
+    def count(self, direction: str, response: SipResponse, transport: str) -> None:
+        method = response.cseq.method
+        self.counts[(direction, method if method in METHODS else "other",
+                     f"{response.status // 100}xx",
+                     transport if transport in TRANSPORTS else "other")] += 1
+
+    def sent(self, response: SipResponse) -> None:
+        """A response we send goes back the way its request came: the top Via's transport."""
+        via = response.top_via
+        self.count("sent", response, via.transport.lower() if via is not None else "other")
