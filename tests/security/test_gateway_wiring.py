@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
+import logging
 import socket
 import ssl
 import uuid
@@ -25,7 +27,7 @@ from gateway.config import config_from_dict
 from gateway.ops.gateway_view import GatewayOps
 from gateway.ops.keys import init_keys
 from gateway.ops.metrics import StatsCollector
-from gateway.policy.events import attach_siem, detach_siem
+from gateway.policy.events import SECURITY_LOGGER, SiemHandler, attach_siem, detach_siem
 from tests.security.corpus import SDP
 from tests.security.harness import UdpClient, needs_app, request, status_of
 from tests.support.certs import GATEWAY_NAME, client_context, server_context
@@ -40,9 +42,10 @@ DOMAIN = "gateway.srtpgw.test"
 
 
 def config(tmp: Path, keys: Path, pbx_port: int, carrier_port: int, *, pike_max: int = 1000,
-           threshold: int = 50, rate: int = 20) -> Any:
+           threshold: int = 50, rate: int = 20, security_file: Path | None = None) -> Any:
     start = 46000 + (free_port("udp") % 50) * 20
     return config_from_dict({
+        "logging": {"security_file": str(security_file)} if security_file else {},
         "tls": {"certificate": str(keys / "gateway.crt"), "private_key": str(keys / "gateway.key"),
                 "ca_file": str(keys / "ca.crt")},
         "media": {"address": "127.0.0.1", "port_min": start, "port_max": start + 19},
@@ -255,3 +258,52 @@ async def test_invented_to_tags_are_rate_limited_real_dialogs_pass(setup: Setup)
     [accepted] = metric_lines(gw, "srtpgw_firewall_accepted_total")
     assert float(accepted.split()[-1]) == gw.firewall.accepted >= 8
     assert metric_lines(gw, "srtpgw_firewall_suppressed_reports_total")
+
+
+def kinds(path: Path) -> list[str]:
+    return [json.loads(line)["kind"] for line in path.read_text().splitlines()] \
+        if path.exists() else []
+
+
+def send_and_wait(port: int, data: bytes) -> None:
+    c = UdpClient("127.0.0.1")
+    try:
+        c.send(data, port)
+        c.collect(0.5)
+    finally:
+        c.close()
+
+
+async def wait_kind(path: Path, kind: str) -> None:
+    for _ in range(30):
+        if kind in kinds(path):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no {kind} in {path}: {kinds(path)}")
+
+
+async def test_siem_sink_follows_start_reload_and_stop(tmp_path: Path) -> None:
+    needs_app()
+    from gateway.app import Gateway
+
+    keys = init_keys(tmp_path / "keys").dir
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    cfg = config(tmp_path, keys, free_port("udp"), free_port("tcp"), security_file=first)
+    gw = Gateway(cfg)
+    await gw.start()
+    port = gw.stack.bound("udp")[1]
+    try:
+        scanner = request("OPTIONS", extra="User-Agent: sipvicious\r\n")
+        await asyncio.to_thread(send_and_wait, port, scanner)
+        await wait_kind(first, "firewall.policy.user_agent")
+
+        GatewayOps(gw).apply_config(dataclasses.replace(
+            cfg, logging=dataclasses.replace(cfg.logging, security_file=second)))
+        await asyncio.to_thread(send_and_wait, port, request("SUBSCRIBE"))
+        await wait_kind(second, "firewall.policy.method")
+        assert "firewall.policy.method" not in kinds(first)
+    finally:
+        await gw.stop()
+    assert gw.siem is None
+    assert not [h for h in logging.getLogger(SECURITY_LOGGER).handlers
+                if isinstance(h, SiemHandler)]
