@@ -22,7 +22,12 @@ from gateway.ops.demo_phone import DemoPhone
 from tests.integration.test_calls import DOMAIN, establish, media_both_ways
 from tests.integration.test_calls import Rig as CallRig
 from tests.integration.test_calls import rig as call_rig
+from tests.integration.test_calls_dtls import dtls_answer
+from tests.integration.test_dtls_engine import BaresipLikePeer
 from tests.support.phone import answerer, plain_offer
+from tests.support.rtp import RtpEndpoint
+from tests.support.sdes import parse_media
+from tests.support.sipmsg import SipMessage
 
 from .test_ops_admin import get, http
 from .test_ops_gateway import CONFIG, Rig, rig, scrape, wait_for
@@ -49,6 +54,39 @@ async def test_cdr_names_codec_per_leg_and_suite_on_the_secure_leg(rig: Rig) -> 
     assert secure_leg["suite"] in ("AEAD_AES_256_GCM", "AEAD_AES_128_GCM",
                                    "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
     assert "inline" not in json.dumps(cdr)
+
+
+@pytest.mark.parametrize("call_rig", [{"trunks": {"carrier2": {"media": "dtls-srtp"}}}],
+                         indirect=True)
+async def test_dtls_leg_reports_the_exported_profile(call_rig: CallRig) -> None:
+    """On a DTLS-SRTP leg the suite is known only when the handshake exports the keys."""
+    rig = call_rig
+    peer = BaresipLikePeer("client")
+    handshake: list[asyncio.Future[None]] = []
+
+    def answer(invite: SipMessage) -> str:
+        offered = parse_media(invite.body)[0]
+        handshake.append(asyncio.ensure_future(asyncio.to_thread(peer.handshake, offered.addr)))
+        return dtls_answer(peer, "active")
+
+    rig.carrier2.uas.answer = answer
+    pbx_ep = await RtpEndpoint.open()
+    try:
+        call = await rig.pbx.invite(f"sip:8100@{DOMAIN}", rig.udp, plain_offer(pbx_ep))
+        assert (await call.wait_final(5)).status == 200
+        await asyncio.wait_for(handshake[0], 8)
+        assert peer.error is None
+        (ours,) = rig.gw.calls.values()
+        await wait_for(lambda: ours.b.media.suite is not None)
+        assert ours.b.media.suite == "AES_CM_128_HMAC_SHA1_80"   # the peer's only profile
+        assert ours.b.media.codec == ours.a.media.codec == "PCMU"
+        assert ours.a.media.suite is None
+        await call.bye(3)
+        await rig.settle()
+        rig.assert_clean()
+    finally:
+        pbx_ep.close()
+        peer.close()
 
 
 def _responses(m: dict[str, dict[tuple[tuple[str, str], ...], float]], direction: str,
@@ -165,6 +203,21 @@ async def test_reload_with_unusable_dtls_certificate_changes_nothing(rig: Rig) -
     await wait_for(lambda: rig.secure.report.received > before + 3)   # the call carries on
     assert await rig.legacy.hangup() == 200
     await asyncio.wait_for(rig.secure.ended.wait(), 5)
+
+
+async def test_reload_with_an_unopenable_log_file_changes_nothing(rig: Rig,
+                                                                tmp_path: Path) -> None:
+    gw = rig.gw
+    old, old_stack = gw.config, gw.stack.config
+    missing = tmp_path / "no-such-dir" / "gw.log"
+    text = CONFIG.format(**{**rig.values, "max_calls": 3}).replace(
+        "[media]", f'[logging]\nfile = "{missing}"\n\n[media]')
+    rig.path.write_text(text)
+    code, _, body = await http(rig.admin, RELOAD)
+    assert code == 409 and "not applied" in json.loads(body)["error"], body
+    assert gw.config is old and gw.stack.config is old_stack
+    assert gw.config.trunk("carrier").max_calls == 10
+    assert not missing.parent.exists()
 
 
 @pytest.mark.parametrize("call_rig", [{"trunks": {"carrier": {"media_timeout": 1.0}}}],
