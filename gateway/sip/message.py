@@ -385,6 +385,7 @@ def _validate(msg: SipRequest | SipResponse) -> None:
             raise SipParseError(400, f"missing {name}")
     if not msg.via:
         raise SipParseError(400, "empty Via")
+    _check_elements(headers, "Via")
     _check_name_addr(headers.get("From") or "", "From")
     _check_name_addr(headers.get("To") or "", "To")
     if g.CALLID_RE.fullmatch(msg.call_id) is None:
@@ -395,10 +396,19 @@ def _validate(msg: SipRequest | SipResponse) -> None:
     for name, key in (("Contact", "contact"), ("Route", "route"),
                       ("Record-Route", "record-route")):
         if key in keys and not (key == "contact" and msg.contact_star):
+            _check_elements(headers, name)
             for value in headers.values(name):
                 _check_name_addr(value, name)
     if isinstance(msg, SipRequest) and cseq.method != msg.method:
         raise SipParseError(400, "CSeq method does not match the request method")
+
+
+def _check_elements(headers: Headers, name: str) -> None:
+    """A comma list may not be or have empty elements (``a,,b``, ``a,``): §7.3.1, RFC 4475
+    §3.1.2.1."""
+    for raw in headers.get_all(name):
+        if not raw or ("," in raw and "" in split_list(raw)):
+            raise SipParseError(400, f"empty element in {name}")
 
 
 def _check_name_addr(value: str, what: str) -> None:

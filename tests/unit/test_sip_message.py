@@ -303,3 +303,18 @@ def test_limits_and_malformed_fields(data: bytes, status: int) -> None:
 
 def test_leading_crlf_ignored() -> None:
     assert isinstance(parse_message(b"\r\n\r\n" + INVITE), SipRequest)
+
+
+@pytest.mark.parametrize("data", [
+    INVITE.replace(b";rport\r\n", b";rport,,SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKx\r\n"),
+    INVITE.replace(b";rport\r\n", b";rport,\r\n"),
+    INVITE.replace(b"m: <sip:alice@127.0.0.1:5070>, ", b"m: <sip:alice@127.0.0.1:5070>,, "),
+    INVITE.replace(b"Max-Forwards: 70", b"Route: <sip:p1.example.com;lr>, ,<sip:p2;lr>"),
+    INVITE.replace(b"Max-Forwards: 70", b"Record-Route:  "),
+])
+def test_empty_list_elements_are_refused(data: bytes) -> None:
+    """§7.3.1 / RFC 4475 §3.1.2.1: ``Via: a,,b`` has an empty via-parm; the grammar allows
+    none, and silently dropping it would hide a malformed (or smuggled) element."""
+    with pytest.raises(SipParseError) as info:
+        parse_message(data)
+    assert info.value.status == 400
