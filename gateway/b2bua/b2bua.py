@@ -132,7 +132,8 @@ class B2bua:
         """Is (Call-ID, our tag) a dialog of a live call? The firewall's in-dialog test."""
         return (call_id, local_tag) in self._dialogs
 
-    def _classify(self, src: MessageSource) -> Trunk | None:
+    def classify(self, src: MessageSource) -> Trunk | None:
+        """The trunk a source belongs to: the firewall's own classifier (policy.acl.Acl)."""
         return self._acl.classify(Source(src.listener, src.transport, src.ip, src.port,
                                          src.tls_identities, src.tls_fingerprint))
 
@@ -140,7 +141,7 @@ class B2bua:
         """A request from the stack; ``trunk`` is the firewall's verdict (else we classify)."""
         src = incoming.source
         if trunk is None:
-            trunk = self._classify(src)
+            trunk = self.classify(src)
         req, tid = incoming.request, incoming.tid
         if trunk is None:
             if tid is not None and not incoming.cancels and \
@@ -179,7 +180,7 @@ class B2bua:
             self._ack(request(leg, "ACK", cseq=resp.cseq.number,
                               user_agent=self.config.gateway.user_agent), leg.trunk, leg.peer)
             return
-        trunk = self._classify(source)
+        trunk = self.classify(source)
         if trunk is None:
             return
         stray = Leg(trunk=trunk, call_id=resp.call_id, local_tag=tag,
