@@ -42,12 +42,13 @@ class DtlsGateway(Gateway):
         return path
 
 
-def run_call(tmp_path: Path, procs: Procs, pki: Pki, secure_calls: bool
-             ) -> tuple[Softphone, Softphone, Capture]:
+def run_call(tmp_path: Path, procs: Procs, pki: Pki, secure_calls: bool, mux: bool = True,
+             seconds: int = CALL_SECONDS) -> tuple[Softphone, Softphone, Capture, Gateway]:
     for tool in ("baresip", "tshark"):
         require_tool(tool)
-    secure = MuxPhone("carrier", workdir=tmp_path, tone_hz=SECURE_HZ, mediaenc="dtls_srtp",
-                      certificate=pki.peer_pem, ca_file=pki.keys.ca_cert)
+    phone = MuxPhone if mux else Softphone  # baresip's own default: rtcp_mux no
+    secure = phone("carrier", workdir=tmp_path, tone_hz=SECURE_HZ, mediaenc="dtls_srtp",
+                   certificate=pki.peer_pem, ca_file=pki.keys.ca_cert)
     legacy = Softphone("pbx", workdir=tmp_path, tone_hz=LEGACY_HZ)
     gw = DtlsGateway(tmp_path, pki.keys.dir,
                      legacy_peer=f"{legacy.address}:{legacy.port}",
@@ -59,12 +60,12 @@ def run_call(tmp_path: Path, procs: Procs, pki: Pki, secure_calls: bool
     caller, callee = (secure, legacy) if secure_calls else (legacy, secure)
     target = (f"sip:pbx@{gw.tls_uri_host}" if secure_calls
               else f"sip:carrier@{gw.udp_uri_host}")
-    callee.start(procs, seconds=CALL_SECONDS + 8)
-    caller.start(procs, seconds=CALL_SECONDS, dial=target)
-    wait_all([caller, callee], timeout=CALL_SECONDS + 20)
+    callee.start(procs, seconds=seconds + 8)
+    caller.start(procs, seconds=seconds, dial=target)
+    wait_all([caller, callee], timeout=seconds + 20)
     cap.stop()
     assert caller.established() and callee.established(), procs.tails()
-    return secure, legacy, cap
+    return secure, legacy, cap, gw
 
 
 def check(secure: Softphone, legacy: Softphone, cap: Capture) -> None:
@@ -81,9 +82,37 @@ def check(secure: Softphone, legacy: Softphone, cap: Capture) -> None:
 
 def test_legacy_calls_dtls_carrier_through_gateway(tmp_path: Path, procs: Procs,
                                                    pki: Pki) -> None:
-    check(*run_call(tmp_path, procs, pki, secure_calls=False))
+    check(*run_call(tmp_path, procs, pki, secure_calls=False)[:3])
 
 
 def test_dtls_carrier_calls_legacy_through_gateway(tmp_path: Path, procs: Procs,
                                                    pki: Pki) -> None:
-    check(*run_call(tmp_path, procs, pki, secure_calls=True))
+    check(*run_call(tmp_path, procs, pki, secure_calls=True)[:3])
+
+
+def is_rtcp(payload: bytes) -> bool:
+    return len(payload) >= 8 and 127 < payload[0] < 192 and 199 < payload[1] < 205
+
+
+@pytest.mark.parametrize("secure_calls", [True, False])
+def test_dtls_carrier_without_rtcp_mux(tmp_path: Path, procs: Procs, pki: Pki,
+                                       secure_calls: bool) -> None:
+    """baresip's default ``rtcp_mux no``: it runs a second DTLS association on its RTCP port
+    (RFC 5764 §4.1). Both complete, SRTCP flows both ways between the RTCP ports, no DTLS
+    failure anywhere (before: baresip's RTCP handshake timed out and it hung up)."""
+    secure, legacy, cap, gw = run_call(tmp_path, procs, pki, secure_calls, mux=False,
+                                       seconds=12)
+    check(secure, legacy, cap)
+    udp = cap.udp()
+    hello_ports = {d.sport for d in udp if d.src == secure.address and d.payload[:1] == b"\x16"}
+    assert len(hello_ports) == 2, hello_ports  # RTP port and RTCP port
+    sent = [d for d in udp if d.src == secure.address and is_rtcp(d.payload)]
+    got = [d for d in udp if d.dst == secure.address and is_rtcp(d.payload)]
+    assert sent and got, (len(sent), len(got))
+    assert {d.sport for d in sent} == {d.dport for d in got}  # its RTCP port, not the RTP one
+    rtp_ports = {d.sport for d in udp if d.src == secure.address and d.payload
+                 and 127 < d.payload[0] < 192 and not is_rtcp(d.payload)}
+    assert rtp_ports and not rtp_ports & {d.sport for d in sent}
+    assert gw.proc is not None
+    assert "dtls.failed" not in gw.proc.output()
+    assert "Connection timed out" not in secure.log()
