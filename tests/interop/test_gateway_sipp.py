@@ -121,3 +121,32 @@ def test_gateway_rejects_plain_offer_on_srtp_trunk(tmp_path: Path, procs: Procs,
     uac = Sipp("uac", "uac_488.xml", tmp_path, chain.uac_address, keys=dict(PLAIN))
     uac.start(procs, chain.kamailio.udp_addr, calls=1, timeout=15)
     assert uac.wait(20) == 0, uac.report() + procs.tails()
+
+
+def test_gateway_drops_peer_with_wrong_identity(tmp_path: Path, procs: Procs, pki: Pki) -> None:
+    """Kamailio with a valid chain but another identity (sip:rogue.srtpgw.test): the secure
+    trunk wants sip:peer.srtpgw.test, so the gateway admits nothing and nothing reaches the
+    legacy side; the firewall says why."""
+    for tool in ("sipp", "kamailio"):
+        require_tool(tool)
+    rogue = pki.mint_peer("rogue.srtpgw.test")
+    uas = Sipp("uas", "uas_basic.xml", tmp_path, loopback_address(), keys=dict(PLAIN))
+    kam = Kamailio("carrier", tmp_path, loopback_address(), tls_target="",
+                   udp_target="sip:127.0.0.9:9", certificate=rogue, private_key=rogue,
+                   ca_file=pki.keys.ca_cert)
+    gateway = Gateway(tmp_path, pki.keys.dir, legacy_peer=uas.addr,
+                      secure_peer=f"{kam.address}:{kam.tls_port}",
+                      legacy_sources=[f"{uas.address}/32"],
+                      secure_sources=[f"{kam.address}/32", "127.0.0.1/32"])
+    kam.tls_target = f"sip:{gateway.address}:{gateway.tls_port};transport=tls"
+    gateway.start(procs)
+    kam.start(procs)
+    uas.start(procs, calls=1, timeout=8)
+    uac = Sipp("uac", "uac_basic.xml", tmp_path, loopback_address(), keys=sdes())
+    uac.start(procs, kam.udp_addr, calls=1, timeout=5)
+    assert uac.wait(10) != 0
+    uas.wait(10)
+    assert "INVITE" not in uas.messages()
+    assert gateway.proc is not None
+    log = gateway.proc.output()
+    assert "firewall.acl.unknown_source" in log and "identity-mismatch" in log, log[-2000:]
