@@ -318,8 +318,9 @@ class MediaBridge:
 
     def media_idle(self, stream: int, now: float) -> None:
         """The relay reported ``stream`` idle while the call was still ringing. It reports a
-        stream only once until media flows again, so ``watch_idle`` checks it after answer."""
-        self._idle.setdefault(stream, now)
+        stream only once until media flows again, so ``watch_idle`` checks it after answer.
+        The latest report counts: early media in between re-armed the relay's timer."""
+        self._idle[stream] = now
 
     def watch_idle(self, default_timeout: float, on_idle: Callable[[int], None]) -> None:
         """The call was answered: a stream reported idle while ringing gets ``on_idle(stream)``

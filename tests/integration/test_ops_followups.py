@@ -24,7 +24,7 @@ from tests.integration.test_calls import Rig as CallRig
 from tests.integration.test_calls import rig as call_rig
 from tests.integration.test_calls_dtls import dtls_answer
 from tests.integration.test_dtls_engine import BaresipLikePeer
-from tests.support.phone import answerer, plain_offer
+from tests.support.phone import answerer, apply_answer, plain_offer
 from tests.support.rtp import RtpEndpoint
 from tests.support.sdes import parse_media
 from tests.support.sipmsg import SipMessage
@@ -239,6 +239,33 @@ async def test_media_timeout_while_ringing_ends_the_answered_call(call_rig: Call
     incoming = await rig.carrier.wait_call(1)
     await incoming.wait_request("BYE", 2)
     assert 0.9 <= took <= 2.5, took
+    assert rig.gw.b2bua.counters["ended.media_timeout"] == 1
+    await rig.settle()
+    rig.assert_clean()
+
+
+@pytest.mark.parametrize("call_rig", [{"trunks": {"carrier": {"media_timeout": 1.0}}}],
+                         indirect=True)
+async def test_early_media_between_two_ringing_timeouts(call_rig: CallRig) -> None:
+    """Idle, then early media, then idle again, all while ringing: the second report is the
+    one the relay will not repeat, so the answered call without media still ends."""
+    rig = call_rig
+    pbx_ep, car_ep = await rig.endpoints()
+    rig.carrier.uas.answer = answerer(car_ep)
+    rig.carrier.uas.invite_statuses = (180, 183, 200)
+    rig.carrier.uas.delay = 2.0          # 180 at 0 s, 183 at 2 s, 200 at 4 s
+    call = await rig.pbx.invite(f"sip:100@{DOMAIN}", rig.udp, plain_offer(pbx_ep))
+    early = await call.wait_response(183, 5)
+    reported = rig.gw.relay.totals().timeouts
+    assert reported >= 1                  # idle before the early media
+    apply_answer(pbx_ep, early.body)
+    await car_ep.send_stream(5, 0.002)
+    await pbx_ep.wait_for_packets(5, 2)
+    assert (await call.wait_final(5)).status == 200
+    answered = time.monotonic()
+    assert rig.gw.relay.totals().timeouts > reported   # idle again before the answer
+    await call.wait_request("BYE", 4)
+    assert 0.9 <= time.monotonic() - answered <= 2.5
     assert rig.gw.b2bua.counters["ended.media_timeout"] == 1
     await rig.settle()
     rig.assert_clean()
