@@ -32,7 +32,7 @@ from tests.security.corpus import SDP
 from tests.security.harness import UdpClient, needs_app, request, status_of
 from tests.support.certs import GATEWAY_NAME, client_context, server_context
 from tests.support.net import free_port
-from tests.support.phone import answerer, apply_answer, sdes_offer
+from tests.support.phone import answerer, apply_answer, plain_offer, sdes_offer
 from tests.support.rtp import RtpEndpoint
 from tests.support.sdes import SdesKey
 from tests.support.sip_ua import SipTestUA
@@ -83,15 +83,16 @@ async def setup(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     needs_app()
     from gateway.app import Gateway
 
+    options = dict(getattr(request, "param", {}))
+    carrier_cert = options.pop("carrier_cert", "peer")
     keys = init_keys(tmp_path / "keys").dir
     pbx = await SipTestUA.start("udp", "127.0.0.1", user="pbx")
     carrier = await SipTestUA.start("tls", "127.0.0.1", user="carrier",
-                                    tls_server=server_context(keys, "peer"),
+                                    tls_server=server_context(keys, carrier_cert),
                                     tls_client=client_context(keys, "peer"),
                                     server_name=GATEWAY_NAME)
     pbx_ep, car_ep = await RtpEndpoint.open(), await RtpEndpoint.open()
     pbx.uas.answer = answerer(pbx_ep)
-    options = getattr(request, "param", {})
     gw = Gateway(config(tmp_path, keys, pbx.port, carrier.port, **options))
     await gw.start()
     try:
@@ -153,6 +154,18 @@ async def test_repeated_tls_failures_ban_the_source(setup: Setup) -> None:
     # now even the right certificate is refused before its handshake
     assert not await asyncio.to_thread(handshake, port, client_context(setup.keys, "peer"))
     assert gw.stack.transports.counters["tls_failures"] == failures
+
+
+@pytest.mark.parametrize("setup", [{"carrier_cert": "gateway"}], indirect=True)
+async def test_outbound_tls_failure_does_not_count_against_the_peer(setup: Setup) -> None:
+    gw = setup.gw
+    for n in range(3):  # the carrier presents the wrong identity to our outbound connection
+        call = await setup.pbx.invite(f"sip:20{n}@{DOMAIN}", gw.stack.bound("udp"),
+                                      plain_offer(setup.pbx_ep))
+        assert (await call.wait_final(10)).status >= 400
+    assert gw.stack.transports.counters["tls_failures"] == 3
+    assert "tls.failure" not in gw.firewall.counters()
+    assert gw.firewall.bans(gw.loop.time()) == []
 
 
 def outbound(key: SdesKey) -> pylibsrtp.Session:
