@@ -76,6 +76,82 @@ ICT, NICT, IST, NIST = "ict", "nict", "ist", "nist"
 CALLING, TRYING, PROCEEDING, COMPLETED, CONFIRMED, ACCEPTED = (
     "calling", "trying", "proceeding", "completed", "confirmed", "accepted")
 
+# Message inputs: a response received by a client transaction, a response the TU sends through
+# a server transaction, an ACK, or a retransmitted request.
+R1XX, R2XX, RFINAL = "1xx", "2xx", "300-699"
+S1XX, S2XX, SFINAL = "send 1xx", "send 2xx", "send 300-699"
+ACK, REQUEST = "ack", "request"
+
+# The state machines of Figures 5-8 (with RFC 6026's Accepted state) as data, h11 style:
+# (kind, state, input) -> next state. A pair not listed is absorbed (a response or request
+# retransmission with nothing to do) or refused (``send_response`` returns False). What a
+# transition does (send, pass up, arm timers) is in the code that takes it; the timers each
+# state runs are in ``timer_durations``. Timers and transport errors lead to Terminated.
+TRANSITIONS: dict[tuple[str, str, str], str] = {
+    # INVITE client, §17.1.1.2
+    (ICT, CALLING, R1XX): PROCEEDING,
+    (ICT, CALLING, R2XX): ACCEPTED,
+    (ICT, CALLING, RFINAL): COMPLETED,
+    (ICT, PROCEEDING, R1XX): PROCEEDING,
+    (ICT, PROCEEDING, R2XX): ACCEPTED,
+    (ICT, PROCEEDING, RFINAL): COMPLETED,
+    (ICT, ACCEPTED, R2XX): ACCEPTED,  # every 2xx goes up: the TU ACKs each (RFC 6026 §8.4)
+    (ICT, COMPLETED, RFINAL): COMPLETED,  # a retransmitted final response: ACK it again
+    # non-INVITE client, §17.1.2.2
+    (NICT, TRYING, R1XX): PROCEEDING,
+    (NICT, TRYING, R2XX): COMPLETED,
+    (NICT, TRYING, RFINAL): COMPLETED,
+    (NICT, PROCEEDING, R1XX): PROCEEDING,
+    (NICT, PROCEEDING, R2XX): COMPLETED,
+    (NICT, PROCEEDING, RFINAL): COMPLETED,
+    # INVITE server, §17.2.1
+    (IST, PROCEEDING, S1XX): PROCEEDING,
+    (IST, PROCEEDING, S2XX): ACCEPTED,
+    (IST, PROCEEDING, SFINAL): COMPLETED,
+    (IST, PROCEEDING, REQUEST): PROCEEDING,  # send the last provisional again
+    (IST, COMPLETED, REQUEST): COMPLETED,  # send the final response again
+    (IST, COMPLETED, ACK): CONFIRMED,
+    (IST, CONFIRMED, ACK): CONFIRMED,  # absorbed
+    # non-INVITE server, §17.2.2
+    (NIST, TRYING, S1XX): PROCEEDING,
+    (NIST, TRYING, S2XX): COMPLETED,
+    (NIST, TRYING, SFINAL): COMPLETED,
+    (NIST, PROCEEDING, S1XX): PROCEEDING,
+    (NIST, PROCEEDING, S2XX): COMPLETED,
+    (NIST, PROCEEDING, SFINAL): COMPLETED,
+    (NIST, PROCEEDING, REQUEST): PROCEEDING,
+    (NIST, COMPLETED, REQUEST): COMPLETED,
+}
+
+
+def timer_durations(timers: Timers) -> dict[tuple[str, bool], float]:
+    """RFC 3261 Table 4 (and RFC 6026 L, M): (timer, reliable transport) -> seconds.
+
+    A, E, G and G2 are first retransmission intervals and run on unreliable transports only;
+    0 means the state is left at once (Timer D, I, J, K on a reliable transport)."""
+    t1, t4 = timers.t1, timers.t4
+    out: dict[tuple[str, bool], float] = {}
+    for reliable in (False, True):
+        out.update({
+            ("A", reliable): t1, ("E", reliable): t1, ("G", reliable): t1,
+            ("G2", reliable): t1,
+            ("B", reliable): 64 * t1, ("F", reliable): 64 * t1, ("H", reliable): 64 * t1,
+            ("L", reliable): 64 * t1, ("M", reliable): 64 * t1,
+            ("D", reliable): 0.0 if reliable else max(64 * t1, 32.0),
+            ("I", reliable): 0.0 if reliable else t4,
+            ("J", reliable): 0.0 if reliable else 64 * t1,
+            ("K", reliable): 0.0 if reliable else t4,
+        })
+    return out
+
+
+def _response_input(status: int, sending: bool) -> str:
+    if status < 200:
+        return S1XX if sending else R1XX
+    if status < 300:
+        return S2XX if sending else R2XX
+    return SFINAL if sending else RFINAL
+
 
 class _Txn:
     __slots__ = (
@@ -135,7 +211,7 @@ class TransactionLayer:
     """All client and server transactions of one SIP element."""
 
     def __init__(self, timers: Timers | None = None, max_transactions: int = 65536) -> None:
-        self.timers = timers or Timers()
+        self.timers = timers or Timers()  # a setter: the durations table follows
         self.max_transactions = max_transactions  # beyond this, new requests get a 503
         self._txns: dict[Tid, _Txn] = {}
         self._heap: list[tuple[float, int, Tid, str]] = []
@@ -146,6 +222,15 @@ class TransactionLayer:
         # §8.2.2.2: (Call-ID, From tag, CSeq) of ongoing server transactions of requests
         # without To tag -> their tid, to spot merged requests
         self._merge: dict[tuple[str, str | None, int, str], Tid] = {}
+
+    @property
+    def timers(self) -> Timers:
+        return self._timers
+
+    @timers.setter
+    def timers(self, timers: Timers) -> None:
+        self._timers = timers
+        self._durations = timer_durations(timers)
 
     # ------------------------------------------------------------------ outputs
     def messages_to_send(self) -> list[Transmit]:
@@ -195,11 +280,9 @@ class TransactionLayer:
         t.data = request.to_bytes()
         self._txns[tid] = t
         self._send(t.data, dest)
-        t1 = self.timers.t1
         if not reliable:
-            t.interval = t1
-            self._arm(t, "A" if invite else "E", now + t1)
-        self._arm(t, "B" if invite else "F", now + 64 * t1)
+            self._start_retransmit(t, "A" if invite else "E", now)
+        self._start(t, "B" if invite else "F", now)
         return tid
 
     def send_stateless(self, data: bytes, dest: Any) -> None:
@@ -209,20 +292,16 @@ class TransactionLayer:
     def send_response(self, tid: Tid, response: SipResponse, now: float) -> bool:
         """Answer server transaction ``tid``; False when it no longer accepts responses."""
         t = self._txns.get(tid)
-        if t is None or t.kind not in (IST, NIST):
+        if t is None:
             return False
-        status = response.status
-        if t.kind == IST:
-            if t.state != PROCEEDING:
-                return False
-        elif t.state not in (TRYING, PROCEEDING):
+        new = TRANSITIONS.get((t.kind, t.state, _response_input(response.status, True)))
+        if new is None:
             return False
         data = response.to_bytes()
         t.data = data
+        t.state = new
         self._send(data, t.dest)
-        t1 = self.timers.t1
-        if status < 200:
-            t.state = PROCEEDING
+        if new == PROCEEDING:
             if t.kind == IST:
                 t.deadlines.pop("T100", None)
                 self._arm(t, "C", now + TU_INVITE_TIMEOUT)
@@ -230,22 +309,17 @@ class TransactionLayer:
         for name in ("C", "Y", "T100"):
             t.deadlines.pop(name, None)
         if t.kind == NIST:
-            t.state = COMPLETED
-            self._arm_or_end(t, "J", now, 0 if t.reliable else 64 * t1)
-        elif status < 300:
-            t.state = ACCEPTED
+            self._start(t, "J", now)
+        elif new == ACCEPTED:
             req = t.request
             self._accepted[(req.call_id, req.cseq.number)] = tid
             if not t.reliable:
-                t.interval = t1
-                self._arm(t, "G2", now + t1)
-            self._arm(t, "L", now + 64 * t1)
+                self._start_retransmit(t, "G2", now)
+            self._start(t, "L", now)
         else:
-            t.state = COMPLETED
             if not t.reliable:
-                t.interval = t1
-                self._arm(t, "G", now + t1)
-            self._arm(t, "H", now + 64 * t1)
+                self._start_retransmit(t, "G", now)
+            self._start(t, "H", now)
         return True
 
     def forget(self, tid: Tid) -> bool:
@@ -289,11 +363,12 @@ class TransactionLayer:
         tid = server_tid(req)
         t = self._txns.get(tid)
         if req.method == "ACK":
-            if t is not None and t.kind == IST and t.state in (COMPLETED, CONFIRMED):
-                if t.state == COMPLETED:
-                    t.state = CONFIRMED
+            new = TRANSITIONS.get((t.kind, t.state, ACK)) if t is not None else None
+            if t is not None and new is not None:
+                if t.state != new:
+                    t.state = new
                     t.deadlines.clear()
-                    self._arm_or_end(t, "I", now, 0 if t.reliable else self.timers.t4)
+                    self._start(t, "I", now)
                 return
             accepted = self._accepted.pop((req.call_id, req.cseq.number), None)
             if accepted is not None:
@@ -303,11 +378,12 @@ class TransactionLayer:
                     inv.deadlines.pop("G2", None)
             self._events.append(RequestReceived(None, req, source))
             return
-        if t is not None:
-            if t.kind == IST and t.state == PROCEEDING and not t.data:
-                self._trying(t, now)
-            elif t.state in (PROCEEDING, COMPLETED) and t.data:
-                self._send(t.data, t.dest)
+        if t is not None:  # a retransmission
+            if TRANSITIONS.get((t.kind, t.state, REQUEST)) is not None:
+                if t.data:
+                    self._send(t.data, t.dest)
+                elif t.kind == IST:
+                    self._trying(t, now)
             return
         if len(self._txns) >= self.max_transactions:
             busy = req.create_response(503, to_tag=_new_tag())
@@ -353,50 +429,44 @@ class TransactionLayer:
         if t is None:
             self._events.append(ResponseReceived(None, resp, source))
             return
-        status = resp.status
-        active = t.state in (CALLING, TRYING, PROCEEDING)
-        if status < 200:
-            if not active:
-                return
-            t.state = PROCEEDING
+        old = t.state
+        new = TRANSITIONS.get((t.kind, old, _response_input(resp.status, False)))
+        if new is None:
+            return  # absorbed
+        t.state = new
+        if new == PROCEEDING:
             if t.kind == ICT:
                 t.deadlines.pop("A", None)
                 t.deadlines.pop("B", None)
                 if t.cancel_pending:
                     t.cancel_pending = False
                     self._send_cancel(t, now)
+        elif old == new:  # ICT: a 2xx passed up again, or a final response ACKed again
+            if new == COMPLETED:
+                self._send(t.ack_data, t.dest)
+                return
+        elif t.kind == NICT:
+            t.deadlines.clear()
             self._events.append(ResponseReceived(tid, resp, source))
+            self._start(t, "K", now)
             return
-        if t.kind == NICT:
-            if active:
-                t.state = COMPLETED
-                t.deadlines.clear()
-                self._events.append(ResponseReceived(tid, resp, source))
-                self._arm_or_end(t, "K", now, 0 if t.reliable else self.timers.t4)
-            return
-        if status < 300:
-            if active:
-                t.state = ACCEPTED
-                t.deadlines.clear()
-                self._arm(t, "M", now + 64 * self.timers.t1)
-            if t.state == ACCEPTED:
-                self._events.append(ResponseReceived(tid, resp, source))
-            return
-        if active:
-            t.state = COMPLETED
+        elif new == ACCEPTED:
+            t.deadlines.clear()
+            self._start(t, "M", now)
+        else:
             t.deadlines.clear()
             t.ack_data = _ack_for(t.request, resp).to_bytes()
             self._send(t.ack_data, t.dest)
             self._events.append(ResponseReceived(tid, resp, source))
-            self._arm_or_end(t, "D", now, 0 if t.reliable else max(64 * self.timers.t1, 32.0))
-        elif t.state == COMPLETED:
-            self._send(t.ack_data, t.dest)
+            self._start(t, "D", now)
+            return
+        self._events.append(ResponseReceived(tid, resp, source))
 
     def _send_cancel(self, t: _Txn, now: float) -> None:
         """§9.1: with no final response 64*T1 after the CANCEL, the INVITE is over (timer B's
         outcome), so a callee that ignores the CANCEL cannot hold the transaction forever."""
         self.send_request(_cancel_for(t.request), t.dest, t.reliable, now)
-        self._arm(t, "B", now + 64 * self.timers.t1)
+        self._start(t, "B", now)
 
     # ------------------------------------------------------------------ timers
     def _trying(self, t: _Txn, now: float) -> None:
@@ -440,11 +510,17 @@ class TransactionLayer:
                           and x.deadlines.get(e[3]) == e[0]]
             heapq.heapify(self._heap)
 
-    def _arm_or_end(self, t: _Txn, name: str, now: float, delay: float) -> None:
+    def _start(self, t: _Txn, name: str, now: float) -> None:
+        """Run timer ``name`` for its Table 4 duration; a zero duration ends the transaction."""
+        delay = self._durations[name, t.reliable]
         if delay > 0:
             self._arm(t, name, now + delay)
         else:
             self._terminate(t)
+
+    def _start_retransmit(self, t: _Txn, name: str, now: float) -> None:
+        t.interval = self._durations[name, t.reliable]
+        self._arm(t, name, now + t.interval)
 
     def _terminate(self, t: _Txn) -> None:
         if self._txns.pop(t.tid, None) is not None:

@@ -16,7 +16,13 @@ from gateway.sip.events import (
     TransportFailed,
 )
 from gateway.sip.message import SipRequest, SipResponse, parse_message
-from gateway.sip.transaction import MAGIC_COOKIE, Timers, TransactionLayer, new_branch
+from gateway.sip.transaction import (
+    MAGIC_COOKIE,
+    Timers,
+    TransactionLayer,
+    new_branch,
+    timer_durations,
+)
 
 T = Timers(t1=0.5, t2=4.0, t4=5.0)
 PEER = ("192.0.2.7", 5060)
@@ -549,3 +555,24 @@ def test_layer_generated_final_responses_carry_a_to_tag() -> None:
     (busy,) = sent(full)
     resp = parse_message(busy)
     assert isinstance(resp, SipResponse) and resp.status == 503 and resp.to.tag
+
+
+def test_timer_durations_follow_rfc3261_table_4() -> None:
+    fast = timer_durations(Timers(t1=0.1, t2=4.0, t4=5.0))
+    assert fast["D", False] == 32.0 and fast["D", True] == 0.0  # "> 32 s" whatever T1 is
+    slow = timer_durations(Timers(t1=2.0, t2=4.0, t4=3.0))
+    assert slow["D", False] == 128.0
+    for name in ("B", "F", "H", "L", "M"):
+        assert slow[name, False] == slow[name, True] == 128.0
+    assert (slow["I", False], slow["K", False], slow["J", False]) == (3.0, 3.0, 128.0)
+    assert slow["I", True] == slow["J", True] == slow["K", True] == 0.0
+
+
+def test_reloaded_timers_apply_to_new_transactions() -> None:
+    layer = TransactionLayer(T)
+    layer.timers = Timers(t1=1.0, t2=4.0, t4=5.0)
+    tid = layer.send_request(request("OPTIONS"), PEER, reliable=False, now=0.0)
+    sent(layer)
+    assert run_until(layer, 63.9)[:3] == [1.0, 3.0, 7.0]
+    run_until(layer, 64.0)
+    assert TimedOut(tid) in events(layer)
