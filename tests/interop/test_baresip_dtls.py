@@ -138,8 +138,9 @@ class MiniUa(asyncio.DatagramProtocol):
 
 
 class MuxPhone(Softphone):
-    """baresip with rtcp_mux on: without it baresip runs a second DTLS association on the
-    RTCP port (RFC 5764 §4.1), which the relay's DTLS hook does not serve (RTP socket only)."""
+    """baresip with rtcp_mux on, to match the mini UA's muxed SDP here (without it baresip runs
+    a second DTLS association on its RTCP port, RFC 5764 §4.1: covered through the whole
+    gateway by test_baresip_dtls_gateway.py::test_dtls_carrier_without_rtcp_mux)."""
 
     def write_config(self) -> None:
         super().write_config()
