@@ -7,6 +7,8 @@ certificate and the client certificate it presents.
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ class Softphone:
         # baresip binds its RTP sockets to the wildcard address, so its media is told apart by
         # this private port range rather than by its SIP address.
         self.rtp_min = private_port_range(RTP_SPAN)
+        self.control_port = free_port("127.0.0.1", udp=False)
         self.tone = write_tone(self.dir / "tone.wav", self.tone_hz, TONE_SECONDS)
         self.proc: Proc | None = None
 
@@ -67,6 +70,7 @@ class Softphone:
         text = Template(TEMPLATE.read_text()).substitute(
             address=self.address, port=self.port, tone=self.tone, record_dir=self.dir,
             rtp_min=self.rtp_min, rtp_max=self.rtp_min + RTP_SPAN - 1,
+            control_port=self.control_port,
             certificate=self.certificate or "", ca_file=self.ca_file or "")
         # no TLS material: drop the lines rather than hand baresip empty paths
         text = "\n".join(ln for ln in text.splitlines() if ln.split() != ["sip_certificate"]
@@ -91,6 +95,25 @@ class Softphone:
     def wait(self, timeout: float) -> int:
         assert self.proc is not None
         return self.proc.wait(timeout)
+
+    def command(self, command: str, params: str = "") -> dict[str, object]:
+        """A command over baresip's ctrl_tcp module (JSON in netstrings), e.g. ``hold``."""
+        body = json.dumps({"command": command, "params": params, "token": command}).encode()
+        with socket.create_connection(("127.0.0.1", self.control_port), timeout=5) as s:
+            s.sendall(b"%d:%s," % (len(body), body))
+            data = b""
+            while True:
+                length, colon, rest = data.partition(b":")
+                if colon and len(rest) > int(length):
+                    reply = json.loads(rest[:int(length)])
+                    if reply.get("response"):
+                        return reply
+                    data = rest[int(length) + 1:]
+                    continue
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise ConnectionError(f"{self.name}: ctrl_tcp closed before answering")
+                data += chunk
 
     def recording(self) -> Path:
         """The decoded audio this phone received (sndfile's ``*-dec.wav``)."""

@@ -9,6 +9,7 @@ legacy side's plain RTP (positive control) carries the tones the gateway decrypt
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from tests.interop.baresip import RTP_SPAN, Softphone, wait_call
 from tests.interop.capture import Capture
 from tests.interop.conftest import Pki
 from tests.interop.gateway import Gateway
-from tests.interop.procs import Procs
+from tests.interop.procs import Procs, wait_log
 from tests.interop.test_harness_baresip_suites import BARESIP_OFFERS, BARESIP_SUITES
 from tests.interop.tone import read_samples, tone_coverage
 from tests.interop.wire import (
@@ -190,3 +191,36 @@ def test_srtp_to_srtp_rekeys_each_leg(west_identity: str, tmp_path: Path, procs:
         assert len(rtp) > 100
         assert trailer_lengths(rtp) == {TAG_LENGTH[BARESIP_OFFERS]}
         assert audible_tone(rtp, SECURE_HZ) < 0.05 and audible_tone(rtp, LEGACY_HZ) < 0.05
+
+
+def test_hold_and_resume_through_gateway(tmp_path: Path, procs: Procs, pki: Pki) -> None:
+    """The TLS/SDES phone puts the call on hold and resumes it (two re-INVITEs through the
+    gateway); both directions of audio are back after the resume."""
+    scene = _scene(tmp_path, procs, pki, BARESIP_OFFERS)
+    secure, legacy = scene.secure, scene.legacy
+    call_seconds = 10
+    legacy.start(procs, seconds=call_seconds + 6)
+    proc = secure.start(procs, seconds=call_seconds, dial=f"sip:pbx@{scene.gateway.tls_uri_host}")
+    wait_log(proc, "Call established", 10)
+    time.sleep(2)
+    assert secure.command("hold")["ok"]
+    time.sleep(1.5)
+    assert secure.command("resume")["ok"]
+    wait_call(secure, legacy, timeout=call_seconds + 20)
+
+    def directions(log: str, method: str) -> list[str]:
+        """a= direction of each ``method`` request in a baresip SIP trace, in order."""
+        out, inside = [], False
+        for line in log.splitlines():
+            line = line.strip()
+            if re.match(r"^(SIP/2\.0 |[A-Z]+ sips?:)", line):
+                inside = line.startswith(f"{method} ")
+            elif inside and re.fullmatch(r"a=(sendrecv|sendonly|recvonly|inactive)", line):
+                out.append(line[2:])
+                inside = False
+        return out
+
+    assert directions(legacy.log(), "INVITE") == ["sendrecv", "sendonly", "sendrecv"]
+    tail = 2 * 8000  # the last two seconds, well after the resume
+    assert tone_coverage(read_samples(legacy.recording())[-tail:], SECURE_HZ) > 0.6
+    assert tone_coverage(read_samples(secure.recording())[-tail:], LEGACY_HZ) > 0.6
