@@ -117,7 +117,9 @@ class GatewayOps:
         return [{"call": c.id, "from_trunk": c.a.trunk.name, "to_trunk": c.b.trunk.name,
                  "state": c.state.value,
                  "duration": round(now - c.answered_at, 1) if c.answered_at else 0.0,
-                 "media": f"{c.a.trunk.media}/{c.b.trunk.media}"}
+                 "media": f"{c.a.trunk.media}/{c.b.trunk.media}",
+                 "codec": [c.a.media.codec, c.b.media.codec],
+                 "suite": [c.a.media.suite, c.b.media.suite]}
                 for c in list(self.gw.calls.values())]
 
     def apply_config(self, cfg: Config) -> None:

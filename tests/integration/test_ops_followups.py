@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
 from gateway.ops.demo_phone import DemoPhone
+from gateway.ops.status import request
 from tests.integration.test_calls import DOMAIN, establish, media_both_ways
 from tests.integration.test_calls import Rig as CallRig
 from tests.integration.test_calls import rig as call_rig
@@ -44,6 +45,10 @@ async def test_cdr_names_codec_per_leg_and_suite_on_the_secure_leg(rig: Rig) -> 
     (call,) = rig.gw.calls.values()
     assert call.a.media.codec == call.b.media.codec == "PCMU"   # exposed while the call runs
     assert call.a.media.suite is None and call.b.media.suite == rig.secure.report.suite
+    _, doc = await asyncio.to_thread(request, rig.admin, "GET", "/status")
+    (listed,) = doc["calls"]["list"]
+    assert listed["codec"] == ["PCMU", "PCMU"]
+    assert listed["suite"] == [None, rig.secure.report.suite]
     assert await rig.legacy.hangup() == 200
     await wait_for(lambda: bool(rig.cdrs()))
     (cdr,) = rig.cdrs()
