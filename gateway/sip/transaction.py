@@ -492,8 +492,6 @@ class TransactionLayer:
             self._events.append(AckTimeout(t.tid))
             self._terminate(t)
         elif name == "L":
-            req = t.request
-            self._accepted.pop((req.call_id, req.cseq.number), None)
             if not t.acked:
                 self._events.append(AckTimeout(t.tid))
             self._terminate(t)
@@ -527,6 +525,10 @@ class TransactionLayer:
             t.deadlines.clear()
             if t.merge_key is not None and self._merge.get(t.merge_key) == t.tid:
                 del self._merge[t.merge_key]
+            if t.state == ACCEPTED and t.kind == IST:
+                key = (t.request.call_id, t.request.cseq.number)
+                if self._accepted.get(key) == t.tid:
+                    del self._accepted[key]
             self._events.append(Terminated(t.tid))
 
     def _send(self, data: bytes, dest: Any) -> None:

@@ -576,3 +576,15 @@ def test_reloaded_timers_apply_to_new_transactions() -> None:
     assert run_until(layer, 63.9)[:3] == [1.0, 3.0, 7.0]
     run_until(layer, 64.0)
     assert TimedOut(tid) in events(layer)
+
+
+def test_ended_accepted_invite_leaves_no_ack_bookkeeping() -> None:
+    """An INVITE server transaction ended early (transport error) while waiting for the ACK of
+    its 2xx must not leave its ACK-matching entry behind (one leaked entry per call)."""
+    layer = TransactionLayer(T)
+    req = request()
+    layer.receive(req, PEER, True, 0.0)
+    (ev,) = events(layer)
+    layer.send_response(ev.tid, response(req, 200), 0.1)
+    layer.transport_error(ev.tid, 0.2)
+    assert len(layer) == 0 and layer._accepted == {}
