@@ -219,7 +219,8 @@ class MediaRelayApi(Protocol):
 
         Unchanged ``rx``/``tx`` params keep their SRTP contexts (and so the ROC); a changed
         ``rx`` keeps the previous inbound context as a fallback until a packet authenticates
-        with the new one, so a re-key has no gap.
+        with the new one, so a re-key has no gap. A changed key continues each SSRC's rollover
+        counter (RFC 3711 §3.3.1, RFC 4568 §7.1.4; see ``gateway.media.srtp``).
         """
         ...
 

@@ -20,9 +20,11 @@ fresh libsrtp session for the new key would assume ROC 0 for every SSRC, so afte
 packets, ~22 minutes at 50 pps) inbound packets fail authentication and outbound packets carry an
 index the receiver does not expect. ``carry_roc(old, new)`` therefore copies, per SSRC that the
 old context has seen, its ROC into the new context (a stream is added for the SSRC, and libsrtp
-uses the ROC for that SSRC's next packet). Limitation: libsrtp applies a carried ROC literally to
-the first packet under the new key, so a re-key whose first new-key packet is the one that wraps
-the sequence number puts that SSRC one ROC behind.
+uses the ROC for that SSRC's next packet). Inbound, ``LegStream`` also keeps the new key with
+ROC 0 as a last try while the re-key is unproven, for peers that (against RFC 3711) open a new
+SRTP session per key. Limitation: libsrtp applies a carried ROC literally to the first packet
+under the new key, so a re-key whose first new-key packet is the one that wraps the sequence
+number puts that SSRC one ROC behind.
 
 ``srtp_get_stream_roc``/``srtp_set_stream_roc``/``srtp_stream_list_for_each`` are exported by the
 libsrtp inside pylibsrtp's own extension module but not declared by its binding; they are reached

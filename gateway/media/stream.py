@@ -61,9 +61,9 @@ class LegStream:
         "drop_source", "dst_rtcp", "dst_rtp", "dtls_handler", "dtls_rtcp_handler", "last_packet",
         "latched_rtcp", "latched_rtp", "nat_learning", "packets_in", "packets_out", "peer", "port",
         "rtcp_mux", "rtcp_rx", "rtcp_rx_handle", "rtcp_tx", "rtcp_tx_handle", "rx", "rx_alt",
-        "rx_alt_handle", "rx_alt_previous", "rx_handle", "secure", "send_rtcp", "send_rtp",
-        "signalled_rtcp", "signalled_rtp", "split_rtcp", "tx", "tx_handle", "tx_ssrc",
-        "tx_ssrcs",
+        "rx_alt_handle", "rx_alt_previous", "rx_fresh", "rx_handle", "secure", "send_rtcp",
+        "send_rtp", "signalled_rtcp", "signalled_rtp", "split_rtcp", "tx", "tx_handle",
+        "tx_ssrc", "tx_ssrcs",
     )
 
     def __init__(self, port: int = 0, rtcp_mux: bool = True) -> None:
@@ -84,6 +84,7 @@ class LegStream:
         self.rx_alt: SrtpContext | None = None
         self.rx_alt_handle: Any = None
         self.rx_alt_previous = False
+        self.rx_fresh: SrtpContext | None = None
         self.tx: SrtpContext | None = None
         self.tx_handle: Any = None
         self.tx_ssrc = b""
@@ -210,18 +211,43 @@ class LegStream:
     # ------------------------------------------------------------------ rarer decisions
 
     def _unprotect_rekey(self, buf: PacketBuffer, n: int, func: Any) -> int:
-        """During a re-key two inbound contexts are live: try the current one, then the other."""
+        """During a re-key two inbound contexts are live: try the current one, then the other.
+
+        An RTP packet under the committed new key ends the window. ``rx_fresh`` (the new key
+        with the ROC left at 0) is the last try: a peer that restarts its ROC when it re-keys
+        (RFC 3711 says it must not; baresip-like stacks open a new SRTP session) is then
+        followed instead of being refused for ever.
+        """
         original = bytes(buf.view[:n])
         status = func(self.rx_handle, buf.cdata, buf.length)
         if status == OK:
-            if self.rx_alt_previous:
+            if self.rx_alt_previous and func is unprotect_rtp:
                 self._drop_alt()
             return OK
         buf.view[:n] = original
         buf.length[0] = n
         if func(self.rx_alt_handle, buf.cdata, buf.length) == OK:
             return OK
+        fresh = self.rx_fresh
+        if fresh is not None and func is unprotect_rtp:
+            buf.view[:n] = original
+            buf.length[0] = n
+            if func(fresh.handle, buf.cdata, buf.length) == OK:
+                self._adopt_fresh(fresh)
+                return OK
         return status
+
+    def _adopt_fresh(self, fresh: SrtpContext) -> None:
+        """The peer restarted its ROC with its new key: the fresh context replaces the carried."""
+        self.rx_fresh = None
+        if self.rx is not None and self.rx.params == fresh.params:
+            self._replace_rx(fresh)
+            if self.rx_alt_previous:
+                self._drop_alt()
+        elif self.rx_alt is not None:
+            self.rx_alt.close()
+            self.rx_alt, self.rx_alt_handle = fresh, fresh.handle
+        self._sync_rtcp()
 
     def track_tx_ssrc(self, ssrc: bytes) -> None:
         """Bound the outbound libsrtp streams a plain peer can make us create.
@@ -335,12 +361,20 @@ class LegStream:
         else:
             new = SrtpContext(params, outbound=False)
         old = self.rx
-        if old is not None:
-            carry_roc(old, new)
+        fresh = self.rx_fresh
+        self.rx_fresh = None
+        if fresh is not None and fresh.params != params:
+            fresh.close()
+            fresh = None
+        if old is not None and carry_roc(old, new) and fresh is None:
+            fresh = SrtpContext(params, outbound=False)
         self._drop_alt()
         self.rx, self.rx_handle = new, new.handle
         if old is not None:
             self.rx_alt, self.rx_alt_handle, self.rx_alt_previous = old, old.handle, True
+            self.rx_fresh = fresh
+        elif fresh is not None:
+            fresh.close()
 
     def _replace_rx(self, ctx: SrtpContext | None) -> None:
         if self.rx is not None:
@@ -369,12 +403,12 @@ class LegStream:
             return
         self._drop_alt()
         ctx = SrtpContext(params, outbound=False)
-        if self.rx is not None:
-            carry_roc(self.rx, ctx)
         if self.rx is None:
             self.rx, self.rx_handle = ctx, ctx.handle
             self._sync_rtcp()
             return
+        if carry_roc(self.rx, ctx):
+            self.rx_fresh = SrtpContext(params, outbound=False)
         self.rx_alt, self.rx_alt_handle, self.rx_alt_previous = ctx, ctx.handle, False
 
     def drop_rx(self) -> None:
@@ -385,7 +419,9 @@ class LegStream:
     def _drop_alt(self) -> None:
         if self.rx_alt is not None:
             self.rx_alt.close()
-        self.rx_alt = self.rx_alt_handle = None
+        if self.rx_fresh is not None:
+            self.rx_fresh.close()
+        self.rx_alt = self.rx_alt_handle = self.rx_fresh = None
         self.rx_alt_previous = False
 
     def close(self) -> None:

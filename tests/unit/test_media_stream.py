@@ -247,13 +247,51 @@ def test_rekey_after_wrap_keeps_roc_both_ways_against_rfc3711_reference(suite: s
     pair.legs[0].add_rx(keys["a_send2"])  # offer: A's new key, old one still in use
     assert pair.feed(0, a_tx.protect(rtp(last, a_ssrc)), A) == rtp(last, a_ssrc)
     pair.legs[0].configure(LegConfig(remote_rtp=A, rx=keys["a_send2"], tx=keys["a_recv2"]))
+    assert pair.legs[0].rx_fresh is not None  # ROC-0 fallback for peers that restart it
     ref_in, ref_out = Reference(keys["a_send2"]), Reference(keys["a_recv2"])
-    wrong = ref_in.protect(rtp(last + 1, a_ssrc), 0)  # a peer that restarted its ROC: refused
-    assert pair.feed(0, wrong, A) is None and pair.legs[0].drop_auth == 1
     for seq in range(last + 1, last + 60):
         assert pair.feed(0, ref_in.protect(rtp(seq, a_ssrc), 1), A) == rtp(seq, a_ssrc)
         assert pair.feed(1, rtp(seq, b_ssrc), B) == ref_out.protect(rtp(seq, b_ssrc), 1)
-    assert pair.legs[0].rx_alt is None and pair.legs[0].drop_auth == 1
+    leg = pair.legs[0]
+    assert leg.rx_alt is None and leg.rx_fresh is None and leg.drop_auth == 0
+    assert stream_rocs(leg.rx) == {a_ssrc: 1}  # type: ignore[arg-type]
+
+
+def test_peer_that_restarts_its_roc_on_rekey_is_followed() -> None:
+    """Not RFC 3711, but what a stack that opens a new SRTP session per key does: after the
+    wrap, the peer's new key starts at ROC 0 again. The carried context refuses that; the fresh
+    fallback takes over on the first such packet, and the carried one is gone."""
+    pair, keys = srtp_pair()
+    a_tx = SrtpContext(keys["a_tx"], outbound=True)
+    b_rx = SrtpContext(keys["b_rx"], outbound=False)
+    for seq in range(65_530, 65_600):  # the peer's ROC reaches 1
+        assert b_rx.unprotect(pair.feed(0, a_tx.protect(rtp(seq)), A) or b"") == rtp(seq)
+    new_key = generate_params(SUITE)
+    pair.legs[0].add_rx(new_key)
+    pair.legs[0].configure(LegConfig(remote_rtp=A, rx=new_key, tx=keys["a_rx"]))
+    restarted = SrtpContext(new_key, outbound=True)  # a new session: ROC 0, same sequence
+    srtcp = restarted.protect(rtcp_rr(), rtcp=True)
+    assert pair.feed(0, srtcp, A, rtcp=True) is not None  # RTCP does not settle the window
+    assert pair.legs[0].rx_fresh is not None
+    for seq in range(65_600, 65_700):
+        out = pair.feed(0, restarted.protect(rtp(seq)), A)
+        assert b_rx.unprotect(out or b"") == rtp(seq)
+    leg = pair.legs[0]
+    assert leg.rx_alt is None and leg.rx_fresh is None and leg.drop_auth == 0
+    assert leg.rx is not None and leg.rx.params == new_key
+    assert pair.feed(0, a_tx.protect(rtp(65_800)), A) is None  # old key gone
+
+
+def test_rejected_offer_drops_the_fresh_fallback_too() -> None:
+    pair, keys = srtp_pair()
+    a_tx = SrtpContext(keys["a_tx"], outbound=True)
+    for seq in range(65_530, 65_540):
+        assert pair.feed(0, a_tx.protect(rtp(seq)), A)
+    pair.legs[0].add_rx(generate_params(SUITE))
+    assert pair.legs[0].rx_fresh is not None
+    pair.legs[0].drop_rx()
+    assert pair.legs[0].rx_alt is None and pair.legs[0].rx_fresh is None
+    assert pair.feed(0, a_tx.protect(rtp(65_541)), A)
 
 
 def test_rekey_before_any_wrap_needs_no_carry_and_new_ssrcs_start_at_zero() -> None:
