@@ -92,6 +92,7 @@ class Connection:
         self.framer = framer
         self.outbound = outbound
         self.closed = False
+        self.sent_by_ports: set[int] = set()  # ports the peer's Vias named (see note_sent_by)
 
     def write(self, data: bytes) -> bool:
         if self.closed or self.stream.is_closing():
@@ -446,13 +447,22 @@ class SipTransports:
         self._dns[(host, family)] = (loop.time() + _DNS_TTL, ip)
         return ip
 
+    def note_sent_by(self, cid: int, port: int) -> None:
+        """Remember the port a request's Via sent-by named on inbound connection ``cid``: the
+        peer listens there, so requests for that port may reuse the connection (RFC 5923)."""
+        conn = self._conns.get(cid)
+        if conn is not None and len(conn.sent_by_ports) < 16:
+            conn.sent_by_ports.add(port)
+
     def send_on_connection(self, cid: int, data: bytes) -> bool:
         conn = self._conns.get(cid)
         return conn is not None and conn.write(data)
 
     def reusable(self, target: Target) -> Connection | None:
         """An open connection to ``target``: ours (same address and SNI) or, RFC 5923 style,
-        an authenticated inbound one from that address presenting the expected identity."""
+        an authenticated inbound one from that address presenting the expected identity whose
+        peer named the target's port as its Via sent-by (the alias it would register). Several
+        peers behind one address with one certificate identity stay apart that way."""
         conn = self._outbound.get(target.key)
         if conn is not None and not conn.closed:
             return conn
@@ -460,7 +470,7 @@ class SipTransports:
             for c in self._conns.values():
                 s = c.source
                 if (not c.outbound and not c.closed and s.transport == "tls"
-                        and s.ip == target.host
+                        and s.ip == target.host and target.port in c.sent_by_ports
                         and identity_matches(target.tls_identity, s.tls_identities)
                         and (not target.tls_fingerprints
                              or fingerprint_matches(target.tls_fingerprints, s.tls_fingerprint))):

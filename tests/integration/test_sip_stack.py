@@ -142,7 +142,8 @@ async def test_tls_connection_reused_and_reopened(keys: Keys) -> None:
 
 async def test_requests_to_inbound_peer_reuse_its_connection(keys: Keys) -> None:
     """RFC 5923 spirit: a request to a peer that connected to us (and proved the expected
-    identity) goes over that connection, not a new one."""
+    identity) goes over that connection, not a new one, when it is for the port the peer's
+    Via named; a request for another port of that address does not take it."""
     a_handler = Answering()
     a = await started(config(keys), a_handler)
     b_handler = Answering()
@@ -151,7 +152,9 @@ async def test_requests_to_inbound_peer_reuse_its_connection(keys: Keys) -> None
         assert (await a.request(request("OPTIONS", "a-to-b"), target(b.bound("tls"), "tls"))
                 ).status == 200
         assert len(b_handler.requests) == 1
-        back = Target("tls", "127.0.0.1", 9, tls_identity=(GATEWAY_ID,))  # port 9: nobody there
+        other = Target("tls", "127.0.0.1", 9, tls_identity=(GATEWAY_ID,))  # another peer's port
+        assert b.transports.reusable(other) is None
+        back = Target("tls", "127.0.0.1", a.bound("tls")[1], tls_identity=(GATEWAY_ID,))
         assert b.transports.reusable(back) is not None
         assert (await b.request(request("OPTIONS", "b-to-a"), back)).status == 200
         assert a_handler.requests[0].source.connection_id is not None

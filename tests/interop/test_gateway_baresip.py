@@ -144,16 +144,7 @@ def _inline_keys(log: str) -> set[str]:
     return set(re.findall(r"a=crypto:\d+ \S+ inline:([A-Za-z0-9+/=]+)", log))
 
 
-REUSE_BUG = ("gateway.sip.transport.reusable() sends to any inbound TLS connection from the "
-             "target's IP whose certificate matches the trunk identity, whatever its port and "
-             "without a Via alias (RFC 5923): the pbx INVITE goes down the carrier phone's "
-             "connection, which answers 404")
-
-
-@pytest.mark.parametrize("west_identity", [
-    "west.srtpgw.test",
-    pytest.param("peer.srtpgw.test", marks=pytest.mark.xfail(strict=True, reason=REUSE_BUG)),
-])
+@pytest.mark.parametrize("west_identity", ["west.srtpgw.test", "peer.srtpgw.test"])
 def test_srtp_to_srtp_rekeys_each_leg(west_identity: str, tmp_path: Path, procs: Procs,
                                       pki: Pki) -> None:
     """Two SDES peers on two secure trunks: tones pass, and no key crosses from one leg to the
