@@ -158,6 +158,7 @@ class _Txn:
         "ack_data",
         "acked",
         "cancel_pending",
+        "cancelled",
         "data",
         "deadlines",
         "dest",
@@ -183,6 +184,7 @@ class _Txn:
         self.interval = 0.0      # current retransmission interval
         self.deadlines: dict[str, float] = {}
         self.cancel_pending = False
+        self.cancelled = False  # cancel() was called: one CANCEL per INVITE
         self.acked = False
         self.merge_key: tuple[str, str | None, int, str] | None = None
 
@@ -333,8 +335,9 @@ class TransactionLayer:
     def cancel(self, tid: Tid, now: float) -> bool:
         """CANCEL a client INVITE (§9.1): now if a provisional arrived, else once one does."""
         t = self._txns.get(tid)
-        if t is None or t.kind != ICT or t.state not in (CALLING, PROCEEDING):
+        if t is None or t.kind != ICT or t.state not in (CALLING, PROCEEDING) or t.cancelled:
             return False
+        t.cancelled = True
         if t.state == CALLING:
             t.cancel_pending = True
         else:

@@ -588,3 +588,19 @@ def test_ended_accepted_invite_leaves_no_ack_bookkeeping() -> None:
     layer.send_response(ev.tid, response(req, 200), 0.1)
     layer.transport_error(ev.tid, 0.2)
     assert len(layer) == 0 and layer._accepted == {}
+
+
+def test_cancel_twice_sends_one_cancel() -> None:
+    """§9.1: one CANCEL per INVITE; a second cancel() (ring timeout racing the caller's own
+    CANCEL) is a no-op, not a ValueError from reusing the CANCEL's branch."""
+    layer = TransactionLayer(T)
+    req = request()
+    tid = layer.send_request(req, PEER, reliable=False, now=0.0)
+    layer.receive(response(req, 180), PEER, False, 0.1)
+    sent(layer)
+    assert layer.cancel(tid, 0.2)
+    assert not layer.cancel(tid, 0.3)
+    assert [d[:6] for d in sent(layer)] == [b"CANCEL"]
+    pending = TransactionLayer(T)
+    tid = pending.send_request(request(), PEER, reliable=False, now=0.0)
+    assert pending.cancel(tid, 0.1) and not pending.cancel(tid, 0.2)
