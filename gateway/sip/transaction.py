@@ -438,7 +438,7 @@ class TransactionLayer:
             return  # absorbed
         t.state = new
         if new == PROCEEDING:
-            if t.kind == ICT:
+            if t.kind == ICT and old == CALLING:  # (in Proceeding, B is the CANCEL's deadline)
                 t.deadlines.pop("A", None)
                 t.deadlines.pop("B", None)
                 if t.cancel_pending:

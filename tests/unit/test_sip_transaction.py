@@ -462,6 +462,7 @@ def test_cancelled_invite_without_final_response_ends_after_64_t1() -> None:
     cancel = parse_message(cancel_data)
     assert isinstance(cancel, SipRequest)
     layer.receive(response(cancel, 200), PEER, True, 2.1)
+    layer.receive(response(req, 183), PEER, True, 2.2)  # a late provisional changes nothing
     events(layer)
     run_until(layer, 33.9)
     assert layer.state(tid) == "proceeding"
