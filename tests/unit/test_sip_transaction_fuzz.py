@@ -1,6 +1,6 @@
 """The transaction table under random interleavings of requests, responses, ACKs, CANCELs, TU
 answers and timers: no exception, and once every INVITE we sent is CANCELled and time runs
-out, no transaction and no bookkeeping is left behind."""
+out, no transaction and no bookkeeping is left behind (transport errors and TU drops included)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def _response(req: SipRequest, status: int) -> SipResponse:
 
 
 STEP = st.tuples(
-    st.sampled_from(["in", "out", "respond", "peer_answers", "cancel", "tick"]),
+    st.sampled_from(["in", "out", "respond", "peer_answers", "cancel", "tick", "error",
+                     "drop"]),
     st.sampled_from(["INVITE", "OPTIONS", "ACK", "CANCEL", "BYE"]),
     st.sampled_from(BRANCHES),
     st.integers(0, 2),
@@ -67,6 +68,11 @@ def test_random_interleavings(steps: list[tuple], reliable: bool) -> None:
             layer.receive(_response(req, status), PEER, reliable, now)
         elif action == "cancel" and sent:
             layer.cancel(list(sent)[call % len(sent)], now)
+        elif action == "error" and (served or sent):
+            tids = [tid for tid, _ in served] + list(sent)
+            layer.transport_error(tids[call % len(tids)], now)
+        elif action == "drop" and served:
+            layer.forget(served[call % len(served)][0])
         elif action == "tick":
             now += dt
             layer.handle_timer(now)
