@@ -144,6 +144,61 @@ def _inline_keys(log: str) -> set[str]:
     return set(re.findall(r"a=crypto:\d+ \S+ inline:([A-Za-z0-9+/=]+)", log))
 
 
+@dataclass
+class SecurePair:
+    """Two TLS phones on two secure trunks: ``east`` on "carrier", ``west`` on "pbx"."""
+
+    gateway: Gateway
+    east: Softphone
+    west: Softphone
+
+
+def _secure_pair(tmp_path: Path, procs: Procs, pki: Pki, *, east_mediaenc: str = "srtp-mand",
+                 west_identity: str = "peer.srtpgw.test") -> SecurePair:
+    for tool in ("baresip", "tshark"):
+        require_tool(tool)
+    tls = dict(workdir=tmp_path, ca_file=pki.keys.ca_cert)
+    east = Softphone("carrier", tone_hz=SECURE_HZ, certificate=pki.peer_pem,
+                     mediaenc=east_mediaenc, **tls)
+    west_pem = pki.peer_pem if west_identity == "peer.srtpgw.test" else pki.mint_peer(
+        west_identity)
+    west = Softphone("pbx", tone_hz=LEGACY_HZ, certificate=west_pem, mediaenc="srtp-mand",
+                     **tls)
+    gw = Gateway(tmp_path, pki.keys.dir, legacy_peer=f"{west.address}:{west.tls_port}",
+                 secure_peer=f"{east.address}:{east.tls_port}",
+                 legacy_sources=[f"{west.address}/32"], secure_sources=[f"{east.address}/32"],
+                 legacy_secure=True, pbx_identity=west_identity,
+                 secure_media="dtls-srtp" if east_mediaenc == "dtls_srtp" else "srtp")
+    gw.start(procs)
+    return SecurePair(gw, east, west)
+
+
+def _call_secure_pair(tmp_path: Path, procs: Procs, pair: SecurePair, *, east_calls: bool
+                      ) -> tuple[Capture, Capture]:
+    """One call between the two phones; both legs captured. Tones heard both ways, and on
+    neither leg any plain RTP, audible tone, or a tag length other than the suite's."""
+    east, west, gw = pair.east, pair.west, pair.gateway
+    east_cap = Capture(procs, tmp_path, "east", east.capture_filter)
+    west_cap = Capture(procs, tmp_path, "west", west.capture_filter)
+    caller, callee = (east, west) if east_calls else (west, east)
+    target = f"sip:pbx@{gw.tls_uri_host}" if east_calls else f"sip:carrier@{gw.udp_uri_host}"
+    callee.start(procs, seconds=CALL_SECONDS + 6)
+    caller.start(procs, seconds=CALL_SECONDS, dial=target)
+    wait_call(caller, callee, timeout=CALL_SECONDS + 20)
+    east_cap.stop()
+    west_cap.stop()
+    assert east.established() and west.established(), procs.tails()
+    assert tone_coverage(read_samples(east.recording()), LEGACY_HZ) > 0.6
+    assert tone_coverage(read_samples(west.recording()), SECURE_HZ) > 0.6
+    for cap in (east_cap, west_cap):
+        rtp = rtp_packets(d.payload for d in cap.udp())
+        assert len(rtp) > 100
+        assert plain_pcmu(rtp) == []
+        assert trailer_lengths(rtp) == {TAG_LENGTH[BARESIP_OFFERS]}
+        assert audible_tone(rtp, SECURE_HZ) < 0.05 and audible_tone(rtp, LEGACY_HZ) < 0.05
+    return east_cap, west_cap
+
+
 @pytest.mark.parametrize("west_identity", ["west.srtpgw.test", "peer.srtpgw.test"])
 def test_srtp_to_srtp_rekeys_each_leg(west_identity: str, tmp_path: Path, procs: Procs,
                                       pki: Pki) -> None:
@@ -151,37 +206,23 @@ def test_srtp_to_srtp_rekeys_each_leg(west_identity: str, tmp_path: Path, procs:
     other (rtpengine passes an offerer's key through unless told to recrypt; we never do).
     With the same certificate identity on both peers (one carrier, two SBCs on one address)
     each call must still reach the trunk's own peer."""
-    for tool in ("baresip", "tshark"):
-        require_tool(tool)
-    tls = dict(workdir=tmp_path, mediaenc="srtp-mand", ca_file=pki.keys.ca_cert)
-    east = Softphone("carrier", tone_hz=SECURE_HZ, certificate=pki.peer_pem, **tls)
-    west_pem = pki.peer_pem if west_identity == "peer.srtpgw.test" else pki.mint_peer(
-        west_identity)
-    west = Softphone("pbx", tone_hz=LEGACY_HZ, certificate=west_pem, **tls)
-    gw = Gateway(tmp_path, pki.keys.dir, legacy_peer=f"{west.address}:{west.tls_port}",
-                 secure_peer=f"{east.address}:{east.tls_port}",
-                 legacy_sources=[f"{west.address}/32"], secure_sources=[f"{east.address}/32"],
-                 legacy_secure=True, pbx_identity=west_identity)
-    gw.start(procs)
-    east_cap = Capture(procs, tmp_path, "east", east.capture_filter)
-    west_cap = Capture(procs, tmp_path, "west", west.capture_filter)
-    west.start(procs, seconds=CALL_SECONDS + 6)
-    east.start(procs, seconds=CALL_SECONDS, dial=f"sip:pbx@{gw.tls_uri_host}")
-    wait_call(east, west, timeout=CALL_SECONDS + 20)
-    east_cap.stop()
-    west_cap.stop()
-    assert east.established() and west.established(), procs.tails()
-
-    assert tone_coverage(read_samples(east.recording()), LEGACY_HZ) > 0.6
-    assert tone_coverage(read_samples(west.recording()), SECURE_HZ) > 0.6
-    east_keys, west_keys = _inline_keys(east.log()), _inline_keys(west.log())
+    pair = _secure_pair(tmp_path, procs, pki, west_identity=west_identity)
+    _call_secure_pair(tmp_path, procs, pair, east_calls=True)
+    east_keys, west_keys = _inline_keys(pair.east.log()), _inline_keys(pair.west.log())
     assert len(east_keys) >= 2 and len(west_keys) >= 2  # each leg: the phone's and ours
     assert east_keys.isdisjoint(west_keys)
-    for cap in (east_cap, west_cap):
-        rtp = rtp_packets(d.payload for d in cap.udp())
-        assert len(rtp) > 100
-        assert trailer_lengths(rtp) == {TAG_LENGTH[BARESIP_OFFERS]}
-        assert audible_tone(rtp, SECURE_HZ) < 0.05 and audible_tone(rtp, LEGACY_HZ) < 0.05
+
+
+@pytest.mark.parametrize("east_calls", [True, False], ids=["dtls_calls_sdes", "sdes_calls_dtls"])
+def test_dtls_srtp_to_sdes_srtp_through_gateway(east_calls: bool, tmp_path: Path, procs: Procs,
+                                                pki: Pki) -> None:
+    """A DTLS-SRTP phone and an SDES-SRTP phone, each on its own secure trunk: the gateway keys
+    each leg its own way (DTLS exporter on one, fresh SDES keys on the other) and both hear."""
+    pair = _secure_pair(tmp_path, procs, pki, east_mediaenc="dtls_srtp")
+    _call_secure_pair(tmp_path, procs, pair, east_calls=east_calls)
+    assert "DTLS-SRTP complete (audio/RTP) Profile=AES_CM_128_HMAC_SHA1_80" in pair.east.log()
+    assert f"SRTP is Enabled (cryptosuite={BARESIP_OFFERS})" in pair.west.log()
+    assert _inline_keys(pair.east.log()) == set()  # no SDES key ever reached the DTLS leg
 
 
 def test_hold_and_resume_through_gateway(tmp_path: Path, procs: Procs, pki: Pki) -> None:
