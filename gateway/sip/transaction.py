@@ -186,7 +186,7 @@ class _Txn:
         self.cancel_pending = False
         self.cancelled = False  # cancel() was called: one CANCEL per INVITE
         self.acked = False
-        self.merge_key: tuple[str, str | None, int, str] | None = None
+        self.merge_key: tuple[str, str, int, str] | None = None
 
 
 def server_tid(req: SipRequest) -> Tid:
@@ -221,9 +221,9 @@ class TransactionLayer:
         self._out: deque[Transmit] = deque()
         self._events: deque[Event] = deque()
         self._accepted: dict[tuple[str, int], Tid] = {}
-        # §8.2.2.2: (Call-ID, From tag, CSeq) of ongoing server transactions of requests
-        # without To tag -> their tid, to spot merged requests
-        self._merge: dict[tuple[str, str | None, int, str], Tid] = {}
+        # §8.2.2.2: (Call-ID, From, CSeq) of ongoing server transactions of requests without
+        # To tag -> their tid, to spot merged requests
+        self._merge: dict[tuple[str, str, int, str], Tid] = {}
 
     @property
     def timers(self) -> Timers:
@@ -400,8 +400,11 @@ class TransactionLayer:
         if req.method == "CANCEL":
             self._receive_cancel(t, now)
             return
-        if req.to.tag is None:
-            key = (req.call_id, req.from_.tag, req.cseq.number, req.method)
+        headers = req.headers
+        if "tag=" not in (headers.get("To") or "").lower():  # surely no To tag: a new request
+            # the From field as received stands for its tag: a forked copy carries it unchanged,
+            # and reading it raw spares parsing two name-addrs per request
+            key = (req.call_id, headers.get("From") or "", req.cseq.number, req.method)
             if key in self._merge:
                 self.send_response(tid, req.create_response(482, to_tag=_new_tag()), now)
                 return
