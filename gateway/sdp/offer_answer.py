@@ -179,6 +179,14 @@ def _media_address(sdp: SessionDescription, m: Media) -> str | None:
     return conn.address
 
 
+def _multicast(sdp: SessionDescription, m: Media) -> bool:
+    """The stream's media goes to a multicast group: the unicast relay must not send there."""
+    conn = sdp.connection_for(m)
+    if conn is None or not _is_ip(conn.address):
+        return False
+    return ipaddress.ip_address(conn.address).is_multicast
+
+
 def _rtcp_address(m: Media, rtp: Address | None, mux: bool) -> Address | None:
     if rtp is None:
         return None
@@ -256,6 +264,8 @@ def _read_offer_stream(sdp: SessionDescription, i: int, m: Media, policy: LegPol
                        ) -> RemoteStream:
     if m.rejected:
         return _rejected(i, m, "port 0 in offer")
+    if _multicast(sdp, m):
+        return _rejected(i, m, "multicast connection address")
     if not m.is_rtp:
         if policy.media in ("rtp", "srtp-optional"):
             return RemoteStream(**_stream_base(sdp, i, m, False), accepted=True)
@@ -303,6 +313,8 @@ def _read_answer_stream(answer: SessionDescription, i: int, ours: Media, m: Medi
                         policy: LegPolicy) -> RemoteStream:
     if ours.rejected or m.rejected:
         return _rejected(i, m, "port 0 in answer" if m.rejected else "we offered port 0")
+    if _multicast(answer, m):
+        return _rejected(i, m, "multicast connection address")
     if m.proto.upper() != ours.proto.upper():
         raise unacceptable(f"answer changed the transport of stream {i}")
     mux = ours.rtcp_mux and m.rtcp_mux

@@ -352,3 +352,20 @@ def test_rtcp_attribute_address_reaches_media_only_as_an_ip() -> None:
     streams = read_offer(offer, RTP).streams
     assert streams[0].rtcp == ("192.0.2.5", 4001)
     assert streams[1].rtcp == ("192.0.2.6", 6001)
+
+
+def test_multicast_connection_address_is_declined() -> None:
+    """The relay is unicast: an SDP naming a multicast group (c=IN IP4 224.0.0.1/127) must not
+    make the gateway send a leg's media onto that group; the stream is declined (port 0)."""
+    offer = ("v=0\r\no=- 1 1 IN IP4 192.0.2.5\r\ns=-\r\nc=IN IP4 192.0.2.5\r\nt=0 0\r\n"
+             "m=audio 4000 RTP/AVP 0\r\n"
+             "m=audio 5000 RTP/AVP 0\r\nc=IN IP4 224.0.0.1/127\r\n")
+    reading = read_offer(offer, RTP)
+    assert reading.streams[0].accepted and not reading.streams[1].accepted
+    assert reading.streams[1].rtp is None
+    with pytest.raises(SdpError) as info:
+        read_offer(offer.replace("c=IN IP4 192.0.2.5\r\nt", "c=IN IP6 ff02::1\r\nt"), RTP)
+    assert info.value.status == 488
+    ours_offer = build_offer(parse_sdp(S.ASTERISK_RTP), [ours(30000, RTP)], RTP, new_origin(GW))
+    answer = ours_offer.to_text().replace(f"c=IN IP4 {GW}", "c=IN IP4 239.1.1.1")
+    assert not read_answer(ours_offer, answer, RTP).streams[0].accepted
