@@ -292,9 +292,13 @@ def parse_via(text: str) -> Via:
     if rport is not None and not (rport.isdigit() and 0 < int(rport) <= 65535):
         raise SipParseError(400, "malformed Via rport")
     received = params.get("received")
-    if received is not None and not (g.IPV4_RE.fullmatch(received)
-                                     or (":" in received and g.IPV6_RE.fullmatch(received))):
-        raise SipParseError(400, "malformed Via received")
+    if received is not None:
+        # RFC 5118 §4.5: an IPv6 received comes with or without brackets
+        bracketed = received[:1] == "[" and received[-1:] == "]"
+        addr = received[1:-1] if bracketed else received
+        if not ((":" in addr and g.IPV6_RE.fullmatch(addr))
+                or (not bracketed and g.IPV4_RE.fullmatch(addr))):
+            raise SipParseError(400, "malformed Via received")
     return Via(transport.upper(), host, port, params, f"{name.upper()}/{version}")
 
 

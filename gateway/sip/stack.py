@@ -233,7 +233,7 @@ class SipStack:
         if source.connection_id is not None:
             default = 5061 if source.transport == "tls" else 5060
             self.transports.note_sent_by(source.connection_id, via.port or default)
-            fallback = Target(source.transport, via.received or via.host.strip("[]"),  # type: ignore[arg-type]
+            fallback = Target(source.transport, (via.received or via.host).strip("[]"),  # type: ignore[arg-type]
                               via.port or default, source.listener,
                               tls_identity=source.tls_identities)
             return _ConnReply(source.connection_id, source, fallback)

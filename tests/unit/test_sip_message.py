@@ -318,3 +318,16 @@ def test_empty_list_elements_are_refused(data: bytes) -> None:
     with pytest.raises(SipParseError) as info:
         parse_message(data)
     assert info.value.status == 400
+
+
+def test_received_may_be_an_ipv6_reference() -> None:
+    """RFC 5118 §4.5: RFC 3261's ABNF forgot brackets for an IPv6 ``received``; elements send
+    both forms, so both parse (a proxy's bracketed received must not make the request a 400)."""
+    for received in ("2001:db8::9", "[2001:db8::9]"):
+        msg = parse_message(INVITE.replace(b"rport\r\n", b"rport\r\nVia: SIP/2.0/UDP "
+                                           b"[2001:db8::9]:5060;branch=z9hG4bKp1;received="
+                                           + received.encode() + b"\r\n"))
+        assert msg.via[1].received == received
+    for bad in (b"[2001:db8::9", b"[1.2.3.4]", b"[]"):
+        with pytest.raises(SipParseError):
+            parse_message(INVITE.replace(b"rport\r\n", b"rport;received=" + bad + b"\r\n"))
