@@ -109,6 +109,8 @@ class B2bua:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._acks: dict[str, asyncio.Future[SipRequest]] = {}  # call id -> awaited ACK
         self._unacked: dict[Tid, Call] = {}        # our 2xx to the caller, ACK not yet seen
+        self._unacked_tid: dict[str, Tid] = {}     # call id -> its entry in _unacked
+        self._per_trunk: Counter[str] = Counter()  # live calls per trunk name (max_calls)
         self._late_acks: set[str] = set()          # late offer: B's ACK waits for A's answer
         self.counters: Counter[str] = Counter()
 
@@ -125,8 +127,9 @@ class B2bua:
         self.config = config
 
     def active_calls(self, trunk: str | None = None) -> int:
-        return sum(1 for c in self.calls.values()
-                   if trunk is None or trunk in (c.a.trunk.name, c.b.trunk.name))
+        """Live calls, or those with a leg on ``trunk``: kept as counts, since every new
+        INVITE asks (a scan of the call table per INVITE grew with the load)."""
+        return len(self.calls) if trunk is None else self._per_trunk[trunk]
 
     def has_dialog(self, call_id: str, local_tag: str) -> bool:
         """Is (Call-ID, our tag) a dialog of a live call? The firewall's in-dialog test."""
@@ -215,7 +218,10 @@ class B2bua:
     def handle_ack_timeout(self, tid: Tid) -> None:
         """Our 2xx to the caller was never ACKed: the call cannot stand."""
         call = self._unacked.pop(tid, None)
-        if call is not None and call.state == CallState.ANSWERED:
+        if call is None:
+            return
+        self._unacked_tid.pop(call.id, None)
+        if call.state == CallState.ANSWERED:
             self._end(call, EndReason.NO_ACK)
 
     def on_media_timeout(self, session_id: str, stream: int) -> None:
@@ -334,11 +340,17 @@ class B2bua:
         return str(max(1, math.ceil(self.drain_until - self._clock())))
 
     def _forget_unacked(self, call: Call) -> None:
-        for tid in [t for t, c in self._unacked.items() if c is call]:
-            del self._unacked[tid]
+        tid = self._unacked_tid.pop(call.id, None)
+        if tid is not None:
+            self._unacked.pop(tid, None)
+
+    @staticmethod
+    def _trunks(call: Call) -> set[str]:
+        return {call.a.trunk.name, call.b.trunk.name}
 
     def _register(self, call: Call) -> None:
         self.calls[call.id] = call
+        self._per_trunk.update(self._trunks(call))
         self._dialogs[(call.a.call_id, call.a.local_tag)] = (call, call.a)
         self._dialogs[(call.b.call_id, call.b.local_tag)] = (call, call.b)
 
@@ -350,7 +362,8 @@ class B2bua:
         call.state = CallState.ENDED
         call.end_reason = reason
         call.ended_at = self._clock()
-        self.calls.pop(call.id, None)
+        if self.calls.pop(call.id, None) is not None:
+            self._per_trunk.subtract(self._trunks(call))
         self._dialogs.pop((call.a.call_id, call.a.local_tag), None)
         self._dialogs.pop((call.b.call_id, call.b.local_tag), None)
         ack = self._acks.pop(call.id, None)
@@ -525,7 +538,9 @@ class B2bua:
         inv.client = client
         while True:
             try:
-                resp = await asyncio.wait_for(client.response(), self.ring_timeout)
+                # a timeout scope, not wait_for: no extra task per response
+                async with asyncio.timeout(self.ring_timeout):
+                    resp = await client.response()
             except TimeoutError:
                 # no progress from the callee for longer than the caller's INVITE transaction
                 # lives (the stack's timer C): give up on both legs with a final answer
@@ -623,6 +638,7 @@ class B2bua:
         extra = copy_headers(resp.headers, call.b.trunk, call.a.trunk, self.config.gateway.domain)
         self._answer_a(inv, 200, body=body, extra=extra)
         self._unacked[inv.tid] = call
+        self._unacked_tid[call.id] = inv.tid
         self.counters["calls.answered"] += 1
         bridge = self._media.get(call.id)
         if bridge is not None and (sid := bridge.session_id) is not None:
