@@ -46,6 +46,16 @@ from tests.interop.sipp import PLAIN, Sipp, sdes  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
+PORTS_PER_CALL = 4     # 2 legs x the relay's even/odd (RTP, RTCP) port pair
+SETUP_SLACK_S = 5.0    # calls still ringing or awaiting teardown under load (p99 setup reached s)
+
+
+def media_ports(top_cps: float, hold_ms: int) -> int:
+    """A relay port range large enough for the calls live at the top rate: each lives its hold
+    time plus set-up and tear-down, which stretch to seconds once the gateway saturates (4000
+    ports ran out at 400 calls/s)."""
+    live = top_cps * (hold_ms / 1000 + SETUP_SLACK_S)
+    return max(4000, int(live * PORTS_PER_CALL))
 
 
 @dataclass
@@ -59,6 +69,7 @@ class Step:
     rt_p50_ms: float | None
     rt_p99_ms: float | None
     gw_cpu_pct: float
+    gw_cpu_ms_per_call: float
     gw_rss_mib: float
 
 
@@ -186,7 +197,8 @@ def run_path(path: str, rates: list[float], step_seconds: float, hold_ms: int,
                      legacy_sources=[f"{uas_addr if inbound else uac_addr}/32"],
                      secure_sources=secure_sources,
                      secure_transport="udp" if path == "udp" else "tls",
-                     rate=max(rates) * 4, log_level="warning", media_ports=4000)
+                     rate=max(rates) * 4, log_level="warning",
+                     media_ports=media_ports(max(rates), hold_ms))
         if kam is not None and inbound:
             kam.tls_target = f"sip:{gw.address}:{gw.tls_port};transport=tls"
         gw.start(procs)
@@ -226,10 +238,12 @@ def run_path(path: str, rates: list[float], step_seconds: float, hold_ms: int,
             rtts = _rtts(uac)
             step = Step(path, rate, calls, ok, failed + (calls - ok - failed),
                         _answer_rate(uac), _pctl(rtts, 50), _pctl(rtts, 99),
-                        100.0 * cpu / wall if wall else 0.0, sampler.peak)
+                        100.0 * cpu / wall if wall else 0.0,
+                        1000.0 * cpu / ok if ok else 0.0, sampler.peak)
             steps.append(step)
             print(f"[{path}] {rate:g} calls/s: ok {ok}/{calls}, failed {step.failed}, "
-                  f"gw cpu {step.gw_cpu_pct:.0f}%, sipp exit {uac_status}", file=sys.stderr)
+                  f"gw cpu {step.gw_cpu_pct:.0f}% ({step.gw_cpu_ms_per_call:.2f} ms/call), "
+                  f"sipp exit {uac_status}", file=sys.stderr)
             if step.failed:
                 break
     finally:
@@ -254,13 +268,13 @@ def main(argv: list[str] | None = None) -> int:
         (work / path).mkdir(parents=True, exist_ok=True)
         steps += run_path(path, rates, args.step_seconds, args.hold_ms, deadline, work / path)
     print(f"\n{'path':6} {'target':>7} {'calls':>6} {'ok':>6} {'failed':>6} {'cps':>7} "
-          f"{'p50 ms':>7} {'p99 ms':>7} {'gw cpu%':>7} {'gw MiB':>7}")
+          f"{'p50 ms':>7} {'p99 ms':>7} {'gw cpu%':>7} {'ms/call':>7} {'gw MiB':>7}")
     for s in steps:
         def ms(v: float | None) -> str:
             return "-" if v is None else f"{v:.1f}"
         print(f"{s.path:6} {s.target_cps:7g} {s.calls:6d} {s.ok:6d} {s.failed:6d} "
               f"{s.achieved_cps:7.1f} {ms(s.rt_p50_ms):>7} {ms(s.rt_p99_ms):>7} "
-              f"{s.gw_cpu_pct:7.0f} {s.gw_rss_mib:7.1f}")
+              f"{s.gw_cpu_pct:7.0f} {s.gw_cpu_ms_per_call:7.2f} {s.gw_rss_mib:7.1f}")
     sustained = {p: max((s.achieved_cps for s in steps if s.path == p and not s.failed),
                         default=0.0) for p in {s.path for s in steps}}
     print(json.dumps({"benchmark": "sip_load", "hold_ms": args.hold_ms,
