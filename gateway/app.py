@@ -74,6 +74,10 @@ class Gateway:
         await self.stack.start()
         self._arm_sweep()
         self._arm_srtp_poll()
+
+    def announce_ready(self) -> None:
+        """The one ``gateway.ready`` line: logged once signals and ops are in place too, so a
+        supervisor that acts on it (SIGTERM, probes) finds every handler installed."""
         log.info("gateway.ready", listeners=self.listeners(), name=self.config.gateway.name,
                  trunks=",".join(t.name for t in self.config.trunks),
                  media=f"{self.config.media.address}:{self.config.media.port_min}-"
@@ -204,6 +208,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None,
     try:
         await gw.start()
         await ops.start(handle_signals=handle_signals)
+        gw.announce_ready()
         await stop.wait()
     finally:
         await ops.stop()
