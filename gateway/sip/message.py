@@ -396,9 +396,12 @@ def _validate(msg: SipRequest | SipResponse) -> None:
     for name, key in (("Contact", "contact"), ("Route", "route"),
                       ("Record-Route", "record-route")):
         if key in keys and not (key == "contact" and msg.contact_star):
-            _check_elements(headers, name)
-            for value in headers.values(name):
-                _check_name_addr(value, name)
+            for raw in headers.get_all(name):
+                elements = split_list(raw)
+                if "" in elements:
+                    raise SipParseError(400, f"empty element in {name}")
+                for value in elements:
+                    _check_name_addr(value, name)
     if isinstance(msg, SipRequest) and cseq.method != msg.method:
         raise SipParseError(400, "CSeq method does not match the request method")
 
