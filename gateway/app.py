@@ -9,6 +9,7 @@ reach them.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections import Counter
 from collections.abc import Callable
 
@@ -34,6 +35,11 @@ from gateway.sip.transport import MessageSource
 
 log = get_logger("app")
 SRTP_POLL = 2.0  # seconds between reads of live calls' SRTP failure counters
+# Cyclic GC thresholds for the gateway process. Every call allocates thousands of short-lived
+# containers (messages, SDP, dialogs); with Python's default gen-0 threshold of 700 the collector
+# ran ~60 times a second at 300 calls/s and promoted call state it then rescanned in gen 1/2
+# (8 % of the CPU, gen-2 pauses of ~80 ms). A larger gen 0 lets most of it die by refcount first.
+GC_THRESHOLDS = (50_000, 20, 10)
 
 
 def _source(src: MessageSource) -> Source:
@@ -196,11 +202,20 @@ class Gateway:
         self.srtp_watch.report_session(call.id, (call.a.trunk.name, call.b.trunk.name), stats)
 
 
+def tune_gc() -> None:
+    """For a process that is the gateway: larger GC thresholds, and everything loaded at start
+    (modules, config, certificates) moved out of the collector's sight for good."""
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()
+
+
 async def serve(config: Config, *, stop: asyncio.Event | None = None,
-                handle_signals: bool = False) -> int:
+                handle_signals: bool = False, own_process: bool = False) -> int:
     """Run the gateway until ``stop`` is set or a drain (SIGTERM) finishes; 0 on a clean stop.
 
     Operations (admin endpoint, metrics, CDRs, reload on SIGHUP, drain on SIGTERM) run beside it.
+    ``own_process``: the process is the gateway's alone, so tune its GC once it is up (not in
+    a test process, where frozen objects would outlive the test).
     """
     stop = stop or asyncio.Event()
     gw = Gateway(config)
@@ -209,6 +224,8 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None,
         await gw.start()
         await ops.start(handle_signals=handle_signals)
         gw.announce_ready()
+        if own_process:
+            tune_gc()
         await stop.wait()
     finally:
         await ops.stop()
@@ -220,4 +237,4 @@ def run(config: Config) -> int:
     """``srtpgw run``: uvloop; SIGHUP reloads, SIGINT/SIGTERM drain then stop, exit status 0."""
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve(config, handle_signals=True))
+        return runner.run(serve(config, handle_signals=True, own_process=True))
