@@ -350,7 +350,8 @@ class B2bua:
 
     def _register(self, call: Call) -> None:
         self.calls[call.id] = call
-        self._per_trunk.update(self._trunks(call))
+        for name in self._trunks(call):
+            self._per_trunk[name] += 1
         self._dialogs[(call.a.call_id, call.a.local_tag)] = (call, call.a)
         self._dialogs[(call.b.call_id, call.b.local_tag)] = (call, call.b)
 
@@ -363,7 +364,8 @@ class B2bua:
         call.end_reason = reason
         call.ended_at = self._clock()
         if self.calls.pop(call.id, None) is not None:
-            self._per_trunk.subtract(self._trunks(call))
+            for name in self._trunks(call):
+                self._per_trunk[name] -= 1
         self._dialogs.pop((call.a.call_id, call.a.local_tag), None)
         self._dialogs.pop((call.b.call_id, call.b.local_tag), None)
         ack = self._acks.pop(call.id, None)
