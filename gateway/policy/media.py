@@ -103,12 +103,12 @@ class SrtpWatch:
         total = auth_failures + replays
         key = (call_id, leg)
         seen = self._legs.get(key)
-        if seen is None:
+        level = total // self.threshold
+        if level <= (seen.reported if seen is not None else 0):
+            return False
+        if seen is None:  # only legs that raised an event are kept: forget() scans them all
             seen = _Seen()
             self._legs.put(key, seen)
-        level = total // self.threshold
-        if level <= seen.reported:
-            return False
         seen.reported = level
         self.events += 1
         security_event("srtp.auth_failures", call_id=call_id, leg=leg, trunk=trunk,
