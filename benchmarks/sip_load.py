@@ -15,7 +15,10 @@ step: achieved calls/s, failures, INVITE->200 response time p50/p99 (SIPp -trace
 CPU (% of one core, utime+stime of its process tree) and peak RSS. Table, then one JSON line.
 
     .venv/bin/python benchmarks/sip_load.py [--path udp|tls|tls-in|all] [--rates 50,100,200,300,400]
-        [--step-seconds 8] [--hold-ms 500] [--max-seconds 300]
+        [--step-seconds 8] [--hold-ms 500] [--max-seconds 300] [--profile]
+
+``--profile``: py-spy (a dev tool: ``.venv/bin/pip install py-spy``) samples the gateway during
+each step into ``<workdir>/<path>/profile-<rate>.txt`` (collapsed stacks, flamegraph input).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import contextlib
 import csv
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -171,8 +175,25 @@ def _pctl(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def _py_spy() -> str | None:
+    local = Path(sys.executable).with_name("py-spy")
+    return str(local) if local.exists() else shutil.which("py-spy")
+
+
+def _profiler(pid: int, seconds: float, out: Path) -> subprocess.Popen[bytes] | None:
+    """py-spy sampling ``pid`` for ``seconds`` into ``out`` (None without py-spy)."""
+    exe = _py_spy()
+    if exe is None:
+        print("py-spy not found: no profile", file=sys.stderr)
+        return None
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "250", "--duration",
+                             str(max(1, int(seconds))), "--format", "raw", "--nonblocking",
+                             "-o", str(out)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
 def run_path(path: str, rates: list[float], step_seconds: float, hold_ms: int,
-             deadline: float, work: Path) -> list[Step]:
+             deadline: float, work: Path, profile: bool = False) -> list[Step]:
     keys = init_keys(work / "keys", force=True)
     procs = Procs(work)
     steps: list[Step] = []
@@ -223,6 +244,8 @@ def run_path(path: str, rates: list[float], step_seconds: float, hold_ms: int,
             cpu0, t0 = _cpu_seconds(pids), time.monotonic()
             sampler = RssSampler(gw.proc.popen.pid)
             sampler.start()
+            spy = (_profiler(gw.proc.popen.pid, step_seconds, work / f"profile-{rate:g}.txt")
+                   if profile else None)
             uac.start(procs, target, calls=calls, rate=rate,
                       limit=max(100, int(rate * 4)), hold_ms=hold_ms,
                       timeout=step_seconds + 15, extra=("-trace_rtt", "-rtt_freq", "1"))
@@ -230,6 +253,9 @@ def run_path(path: str, rates: list[float], step_seconds: float, hold_ms: int,
             wall = time.monotonic() - t0
             cpu = _cpu_seconds(pids) - cpu0
             sampler.stop_flag.set()
+            if spy is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    spy.wait(10)
             # let the UAS finish the last BYEs (a late one would hit the next step's UAS);
             # wait() stops it if it overruns
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -259,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hold-ms", type=int, default=500)
     ap.add_argument("--max-seconds", type=float, default=300.0)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--profile", action="store_true",
+                    help="sample the gateway with py-spy during each step")
     args = ap.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",")]
     deadline = time.monotonic() + args.max_seconds
@@ -266,7 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     steps: list[Step] = []
     for path in (("udp", "tls", "tls-in") if args.path == "all" else (args.path,)):
         (work / path).mkdir(parents=True, exist_ok=True)
-        steps += run_path(path, rates, args.step_seconds, args.hold_ms, deadline, work / path)
+        steps += run_path(path, rates, args.step_seconds, args.hold_ms, deadline, work / path,
+                          args.profile)
     print(f"\n{'path':6} {'target':>7} {'calls':>6} {'ok':>6} {'failed':>6} {'cps':>7} "
           f"{'p50 ms':>7} {'p99 ms':>7} {'gw cpu%':>7} {'ms/call':>7} {'gw MiB':>7}")
     for s in steps:
