@@ -33,6 +33,7 @@ from gateway.sip.tls import client_context, server_context
 
 log = get_logger("sip")
 _MAX_WRITE_BUFFER = 1 << 20  # a peer that stops reading is cut off, not buffered forever
+_WILDCARDS = frozenset({"0.0.0.0", "::"})  # as getsockname() spells an unspecified bind
 _DNS_TTL = 60.0  # A/AAAA answers for UDP targets are reused this long (no RFC 3263 NAPTR/SRV)
 
 
@@ -224,7 +225,7 @@ class SipTransports:
         replaced by the local address the kernel would use toward ``toward`` (an IP; no packet
         is sent), else by the gateway's domain."""
         host, port = self._bound[listener]
-        if not ipaddress.ip_address(host).is_unspecified:
+        if host not in _WILDCARDS:
             return host, port
         if toward is not None and _is_ip(toward):
             peer = toward.strip("[]")
@@ -236,6 +237,15 @@ class SipTransports:
             except OSError:
                 pass
         return self.config.gateway.domain, port
+
+    def _source_addr(self, listener: str) -> tuple[str, int] | None:
+        """Where outbound connections of a listener's trunks come from: its own address (port
+        0), so multi-homed peers see the address they route and filter (RFC 5923 reuse, ACLs);
+        a wildcard bind leaves the choice to the kernel."""
+        bound = self._bound.get(listener)
+        if bound is None or bound[0] in _WILDCARDS:
+            return None
+        return (bound[0], 0)
 
     def listener_for(self, transport: str, preferred: str | None = None) -> Listener | None:
         listeners = self.config.listeners
@@ -518,8 +528,8 @@ class SipTransports:
         sni = target.server_name or (None if _is_ip(target.host) else target.host)
         timeout = cfg.tls.handshake_timeout
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(target.host, target.port), timeout)
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(
+                target.host, target.port, local_addr=self._source_addr(name)), timeout)
         except (OSError, TimeoutError, ValueError) as exc:  # ValueError: unusable host name
             if isinstance(exc, TimeoutError):
                 reason = "connect timeout"

@@ -10,7 +10,7 @@ import ssl
 import pytest
 import uvloop
 
-from gateway.config import TlsSection
+from gateway.config import Config, TlsSection
 from gateway.sip.errors import TransportFailure
 from gateway.sip.framing import PING, PONG
 from gateway.sip.streams import PlainStream
@@ -630,3 +630,62 @@ async def test_pipelined_pair_split_at_every_byte_boundary_over_tcp(keys: Keys) 
         writer.close()
     finally:
         await stack.stop()
+
+
+def _homed(keys: Keys, address: str) -> Config:
+    cfg = config(keys)
+    return dataclasses.replace(cfg, listeners=tuple(
+        dataclasses.replace(li, address=address) for li in cfg.listeners))
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+async def test_outbound_connection_leaves_from_the_listener_address(keys: Keys,
+                                                                     transport: str) -> None:
+    """Multi-homed: a trunk's connections come from its listener's IP, not the default route's."""
+    sources: list[tuple[str, int]] = []
+
+    async def peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sources.append(writer.get_extra_info("peername")[:2])
+        await reader.read(65536)
+        writer.close()
+
+    ctx = None
+    if transport == "tls":
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(keys.pem("gateway.crt"), keys.pem("gateway.key"))
+    server = await asyncio.start_server(peer, "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    client = await started(_homed(keys, "127.74.162.198"), Answering())
+    try:
+        client.client(request("OPTIONS", f"src-{transport}"), Target(
+            transport, "127.0.0.1", port, listener=transport,  # type: ignore[arg-type]
+            tls_identity=(GATEWAY_ID,)))
+        for _ in range(100):
+            if sources:
+                break
+            await asyncio.sleep(0.02)
+        assert sources and sources[0][0] == "127.74.162.198"
+        assert sources[0][1] != client.bound(transport)[1]  # port 0: an ephemeral port
+    finally:
+        await client.stop()
+        server.close()
+
+
+async def test_udp_request_leaves_from_the_listener_socket(keys: Keys) -> None:
+    loop = asyncio.get_running_loop()
+    got: asyncio.Future[tuple[str, int]] = loop.create_future()
+
+    class Peer(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            if not got.done():
+                got.set_result(addr)
+
+    peer, _ = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    client = await started(_homed(keys, "127.74.162.199"), Answering())
+    try:
+        client.client(request("OPTIONS", "src-udp"), Target(
+            "udp", *peer.get_extra_info("sockname")[:2], listener="udp"))
+        assert await asyncio.wait_for(got, 2) == client.bound("udp")
+    finally:
+        await client.stop()
+        peer.close()
