@@ -288,6 +288,27 @@ async def test_idle_connection_closed(keys: Keys) -> None:
         await stack.stop()
 
 
+async def test_activity_moves_the_idle_deadline(keys: Keys) -> None:
+    """Traffic every 0.25 s keeps a 0.6 s idle timeout away for 1.5 s; silence then ends it."""
+    stack = await started(config(keys, tcp_idle_timeout=0.6), Answering())
+    try:
+        with capture() as cap:
+            reader, writer = await asyncio.open_connection(*stack.bound("tcp"))
+            loop = asyncio.get_running_loop()
+            for i in range(6):
+                writer.write(options("TCP", call_id=f"busy{i}"))
+                assert (await read_message(reader)).status == 200
+                await asyncio.sleep(0.25)
+            quiet = loop.time()
+            assert await closed_by_peer(reader, 2)
+            assert 0.3 < loop.time() - quiet < 1.2
+            closes = cap.events("sip.connection_closed")
+        assert closes and closes[-1]["reason"] == "idle timeout"
+        writer.close()
+    finally:
+        await stack.stop()
+
+
 async def test_stalled_tls_handshake_times_out(keys: Keys) -> None:
     cfg = config(keys)
     cfg = dataclasses.replace(cfg, tls=dataclasses.replace(cfg.tls, handshake_timeout=0.5))
