@@ -37,6 +37,10 @@ class Origin:
     nettype: str = "IN"
     addrtype: str = "IP4"
 
+    def clone(self) -> Origin:
+        return Origin(self.username, self.sess_id, self.sess_version, self.address, self.nettype,
+                      self.addrtype)
+
     def __str__(self) -> str:
         return (f"{self.username} {self.sess_id} {self.sess_version} {self.nettype} "
                 f"{self.addrtype} {self.address}")
@@ -55,6 +59,9 @@ class Connection:
     def for_address(cls, address: str) -> Connection:
         return cls(address, "IN", "IP6" if ":" in address else "IP4")
 
+    def clone(self) -> Connection:
+        return Connection(self.address, self.nettype, self.addrtype, self.suffix)
+
     @property
     def is_hold(self) -> bool:
         return self.address in ("0.0.0.0", "::")
@@ -69,6 +76,9 @@ class Attribute:
 
     name: str
     value: str | None = None
+
+    def clone(self) -> Attribute:
+        return Attribute(self.name, self.value)
 
     def __str__(self) -> str:
         return self.name if self.value is None else f"{self.name}:{self.value}"
@@ -187,6 +197,14 @@ class Media(_Attributes):
                 out[m.group(1)] = m.group(2)
         return out
 
+    def clone(self) -> Media:
+        """A copy sharing only immutable values (str, int, line tuples); see
+        ``SessionDescription.clone``."""
+        c = self.connection
+        return Media(self.kind, self.port, self.proto, list(self.formats), self.port_count,
+                     None if c is None else c.clone(), list(self.lines),
+                     [a.clone() for a in self.attributes])
+
     def __repr__(self) -> str:
         return f"Media({self.mline()!r}, {len(self.attributes)} attributes)"
 
@@ -218,6 +236,16 @@ class SessionDescription(_Attributes):
         if conn is not None and conn.is_hold and direction == "sendrecv":
             return "sendonly"
         return direction
+
+    def clone(self) -> SessionDescription:
+        """A copy that shares only immutable values (str, int, line tuples), so changing it or
+        anything in it never changes ``self`` -- what ``copy.deepcopy`` guaranteed, at a
+        fraction of its cost (deepcopy walks every str and int through its memo)."""
+        c = self.connection
+        return SessionDescription(self.origin.clone(), self.name,
+                                  None if c is None else c.clone(), list(self.lines),
+                                  [a.clone() for a in self.attributes],
+                                  [m.clone() for m in self.media])
 
     def __repr__(self) -> str:
         return (f"SessionDescription(o={str(self.origin)!r}, "

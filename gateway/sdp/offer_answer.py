@@ -14,7 +14,6 @@ the media layer and is never copied from the other leg.
 
 from __future__ import annotations
 
-import copy
 import ipaddress
 import secrets
 from collections.abc import Sequence
@@ -373,15 +372,19 @@ def _proto_for(proto: str, policy: LegPolicy) -> str:
     return f"RTP/AVP{feedback}"
 
 
-def _clean_session(sdp: SessionDescription, origin: Origin) -> None:
-    sdp.origin = copy.copy(origin)
-    sdp.name = "-"
-    sdp.lines = [(t, v) for t, v in sdp.lines if t not in _FOREIGN_SESSION_LINES]
-    if not any(t == "t" for t, _ in sdp.lines):
-        sdp.lines.append(("t", "0 0"))
-    sdp.attributes = [a for a in sdp.attributes if a.name not in FOREIGN_ATTRIBUTES
-                      and not (a.name == "group" and (a.value or "").startswith("BUNDLE"))]
-    sdp.remove(*DIRECTIONS)
+def _clean_session(template: SessionDescription, origin: Origin, media: list[Media]
+                   ) -> SessionDescription:
+    """A new session level from ``template`` minus the other side's identity and transport;
+    only what is kept gets copied."""
+    lines = [(t, v) for t, v in template.lines if t not in _FOREIGN_SESSION_LINES]
+    if not any(t == "t" for t, _ in lines):
+        lines.append(("t", "0 0"))
+    attributes = [a.clone() for a in template.attributes
+                  if a.name not in FOREIGN_ATTRIBUTES and a.name not in DIRECTIONS
+                  and not (a.name == "group" and (a.value or "").startswith("BUNDLE"))]
+    conn = template.connection
+    return SessionDescription(origin.clone(), "-", None if conn is None else conn.clone(), lines,
+                              attributes, media)
 
 
 def _reject(m: Media, proto: str) -> None:
@@ -410,7 +413,7 @@ def _fill(m: Media, stream: OurStream, direction: str, mux: bool, cryptos: list[
         m.add("rtcp-mux")
     for value in cryptos:
         m.add("crypto", value)
-    m.attributes.extend(copy.copy(a) for a in stream.attributes)
+    m.attributes.extend(a.clone() for a in stream.attributes)
 
 
 def _session_connection(sdp: SessionDescription) -> None:
@@ -437,8 +440,7 @@ def build_offer(template: SessionDescription, streams: Sequence[OurStream | None
     """
     if len(streams) != len(template.media):
         raise ValueError("one OurStream (or None) per template m= line is required")
-    sdp = copy.deepcopy(template)
-    _clean_session(sdp, origin)
+    sdp = _clean_session(template, origin, [m.clone() for m in template.media])
     for m, stream, src in zip(sdp.media, streams, template.media, strict=True):
         proto = _proto_for(m.proto, policy) if m.is_rtp else m.proto
         plain_ok = policy.media in ("rtp", "srtp-optional")
@@ -477,14 +479,12 @@ def build_answer(offer: Negotiation, template: SessionDescription | None,
     if len(streams) != len(their.media):
         raise ValueError("one OurStream (or None) per offered m= line is required")
     base = template if template is not None else their
-    sdp = copy.deepcopy(base)
-    sdp.media = []
-    _clean_session(sdp, origin)
+    sdp = _clean_session(base, origin, [])
     for i, (offered, reading, stream) in enumerate(zip(their.media, offer.streams, streams,
                                                        strict=True)):
         src = base.media[i] if i < len(base.media) else None
         usable = src is not None and src.kind == offered.kind and not src.rejected
-        m = copy.deepcopy(src if usable and src is not None else offered)
+        m = (src if usable and src is not None else offered).clone()
         if template is not None and m.is_rtp:
             m.formats = [f for f in m.formats if f in offered.formats]
         sdp.media.append(m)
