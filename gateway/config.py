@@ -124,6 +124,7 @@ class SipSection:
     keepalive_interval: float = 30.0
     session_expires: int = 1800
     header_timeout: float = 10.0  # a message on a stream must complete within this (slow loris)
+    dns_servers: tuple[HostPort, ...] = ()  # RFC 3263 lookups; () = /etc/resolv.conf
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +226,7 @@ class Trunk:
     deny_headers: tuple[str, ...] = ()
     rate_limit: RateLimit = RateLimit()
     no_route_status: int = 404
+    peer_srv: bool = False  # peer is a host name without a port: located by DNS SRV (RFC 3263)
 
     @property
     def secure(self) -> bool:
@@ -503,11 +505,27 @@ def _sip(r: _Reader) -> SipSection:
         keepalive_interval=r.number("keepalive_interval", d.keepalive_interval, 0, 3600),
         session_expires=r.number("session_expires", d.session_expires, 90, 86400, True),
         header_timeout=r.number("header_timeout", d.header_timeout, 0.1, 600),
+        dns_servers=_dns_servers(r),
     )
     if out.t2 < out.t1:
         raise r.error("t2", f"must be >= t1 ({out.t1}); got {out.t2}")
     r.finish()
     return out
+
+
+def _dns_servers(r: _Reader) -> tuple[HostPort, ...]:
+    out = []
+    for i, text in enumerate(r.strings("dns_servers", ())):
+        try:
+            hp = HostPort(parse_ip(text), 53) if text.count(":") > 1 and "[" not in text \
+                else parse_hostport(text, 53)
+            parse_ip(hp.host)
+        except ValueError as exc:
+            raise ConfigError(r.file, f"{r.key('dns_servers')}[{i}]",
+                              f"{text!r}: {exc} (write an IP address, ip:port or [v6]:port)"
+                              ) from None
+        out.append(hp)
+    return tuple(out)
 
 
 def _admin(r: _Reader) -> AdminSection:
@@ -605,6 +623,15 @@ _METHOD = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 _HEADER = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
 
 
+def _names_service(text: object, peer: HostPort) -> bool:
+    """A host name written without a port names a SIP service, not a host (RFC 3263 §4.2)."""
+    try:
+        parse_ip(peer.host)
+    except ValueError:
+        return isinstance(text, str) and ":" not in text
+    return False
+
+
 def _trunk(r: _Reader) -> Trunk:
     d = Trunk(name="", side="legacy", transport="udp", peer=HostPort("0.0.0.0", 1), listener="",
               media="rtp")
@@ -641,11 +668,13 @@ def _trunk(r: _Reader) -> Trunk:
     media_timeout = r.get("media_timeout", float, None)
     if media_timeout is not None and not 1 <= media_timeout <= 86400:
         raise r.error("media_timeout", f"must be between 1 and 86400; got {media_timeout}")
+    peer = _hostport_field(r, "peer", None, default_port)
     out = Trunk(
         name=r.required("name", str),
         side=r.choice("side", ("legacy", "secure"), None),
         transport=transport,
-        peer=_hostport_field(r, "peer", None, default_port),
+        peer=peer,
+        peer_srv=_names_service(r.table.get("peer"), peer),
         listener=r.required("listener", str),
         media=r.choice("media", ("rtp", "srtp", "srtp-optional", "dtls-srtp"), None),
         route_to=r.get("route_to", str, None),

@@ -316,8 +316,8 @@ class SipStack:
     def _add_via(self, request: SipRequest, target: Target) -> None:
         li = self.transports.listener_for(target.transport, target.listener)
         if li is not None:
-            host, port = self.transports.advertised(
-                li.name, self.transports.resolved(target.host, target.listener))
+            toward = self.transports.located(target)
+            host, port = self.transports.advertised(li.name, toward[0] if toward else None)
         else:
             host, port = self.config.gateway.domain, 5061 if target.transport == "tls" else 5060
         host = f"[{host}]" if ":" in host else host
@@ -328,9 +328,9 @@ class SipStack:
 
     def _send_stateless(self, data: bytes, target: Target) -> None:
         if target.transport == "udp":
-            ip = self.transports.resolved(target.host, target.listener)
-            if ip is not None:
-                self.transports.send_datagram(target.listener, data, (ip, target.port))
+            addr = self.transports.located(target)
+            if addr is not None:
+                self.transports.send_datagram(target.listener, data, addr)
             else:
                 self._spawn_send(data, target, None)
             return
@@ -361,12 +361,12 @@ class SipStack:
         else:
             target = dest.target
             if target.transport == "udp":
-                ip = self.transports.resolved(target.host, target.listener)
-                if ip is None:
+                addr = self.transports.located(target)
+                if addr is None:
                     self._spawn_send(t.data, target, dest.tid)
                     return
                 try:
-                    self.transports.send_datagram(target.listener, t.data, (ip, target.port))
+                    self.transports.send_datagram(target.listener, t.data, addr)
                 except TransportFailure:
                     self._failed(dest.tid)
                 return

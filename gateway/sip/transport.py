@@ -29,13 +29,13 @@ from gateway.sip.identity import (
     identity_matches,
 )
 from gateway.sip.message import ParseLimits
+from gateway.sip.resolver import Resolver
 from gateway.sip.streams import ByteStream, PlainStream, TlsStream
 from gateway.sip.tls import client_context, server_context
 
 log = get_logger("sip")
 _MAX_WRITE_BUFFER = 1 << 20  # a peer that stops reading is cut off, not buffered forever
 _WILDCARDS = frozenset({"0.0.0.0", "::"})  # as getsockname() spells an unspecified bind
-_DNS_TTL = 60.0  # A/AAAA answers for UDP targets are reused this long (no RFC 3263 NAPTR/SRV)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +66,14 @@ class Target:
     server_name: str | None = None
     tls_identity: tuple[str, ...] = ()
     tls_fingerprints: tuple[str, ...] = ()
+    srv: bool = False  # host names a SIP service: locate it by SRV (RFC 3263), port = default
 
     @classmethod
     def from_trunk(cls, trunk: Trunk, dest: HostPort | None = None) -> Target:
         peer = dest or trunk.peer
         return cls(trunk.transport, peer.host, peer.port, trunk.listener, trunk.tls_server_name,
-                   trunk.tls_identity, trunk.tls_fingerprints)
+                   trunk.tls_identity, trunk.tls_fingerprints,
+                   trunk.peer_srv and peer == trunk.peer)
 
     @property
     def key(self) -> tuple[str, str, int, str | None]:
@@ -164,7 +166,9 @@ class SipTransports:
                          "framing_errors": 0, "timeouts": 0}
         self.max_connections = 10000  # inbound, handshaking ones included; more are closed
         self._handshaking = 0
-        self._dns: dict[tuple[str, int], tuple[float, str]] = {}
+        self.resolver = Resolver(config.sip.dns_servers)
+        self._located: dict[tuple[str, str, int, str | None],
+                            tuple[float, list[tuple[str, int]]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -211,6 +215,9 @@ class SipTransports:
                     for li in cfg.listeners if li.transport == "tls"}
         needs_client = contexts or any(t.transport == "tls" for t in cfg.trunks)
         client = client_context(cfg.tls) if needs_client else None
+        if cfg.sip.dns_servers != self.config.sip.dns_servers:
+            self.resolver = Resolver(cfg.sip.dns_servers)
+            self._located.clear()
         self.config = cfg
         self._limits = ParseLimits.from_config(cfg.sip)
         self._server_ctx = contexts
@@ -428,39 +435,46 @@ class SipTransports:
     def _udp_for(self, listener: str | None) -> _Udp | None:
         return self._udp.get(listener or "") or next(iter(self._udp.values()), None)
 
-    def resolved(self, host: str, listener: str | None = None) -> str | None:
-        """The address to send a datagram to: the host itself if it is an IP, else a cached
-        answer (None: resolve first)."""
-        if _is_ip(host):
-            return host.strip("[]")
-        hit = self._dns.get((host, self._family(listener)))
+    def located(self, target: Target) -> tuple[str, int] | None:
+        """Where a datagram for ``target`` goes right now: the target itself if its host is an
+        IP, else the first address of a fresh lookup (None: ``locate`` first). The choice
+        holds for the answer's TTL, so retransmissions go where the original went."""
+        if _is_ip(target.host):
+            return target.host.strip("[]"), target.port
+        hit = self._located.get(target.key)
         if hit is not None and hit[0] > asyncio.get_running_loop().time():
-            return hit[1]
+            return hit[1][0]
         return None
 
-    def _family(self, listener: str | None) -> int:
-        proto = self._udp_for(listener)
-        sock = proto.transport.get_extra_info("socket") if proto and proto.transport else None
-        return sock.family if sock is not None else socket.AF_INET
+    def _family(self, transport: str, listener: str | None) -> int:
+        """Look up addresses of the family the sending socket can reach."""
+        if transport == "udp":
+            proto = self._udp_for(listener)
+            if proto is not None and proto.transport is not None:
+                sock = proto.transport.get_extra_info("socket")
+                if sock is not None:
+                    return int(sock.family)
+            return socket.AF_INET
+        li = self.listener_for(transport, listener)
+        bound = self._bound.get(li.name) if li is not None else None
+        return socket.AF_INET6 if bound is not None and ":" in bound[0] else socket.AF_INET
 
-    async def resolve(self, host: str, listener: str | None = None) -> str:
-        """A/AAAA lookup (of the UDP listener's address family), cached for a minute."""
-        ip = self.resolved(host, listener)
-        if ip is not None:
-            return ip
+    async def locate(self, target: Target) -> list[tuple[str, int]]:
+        """Addresses to try for ``target`` in order (RFC 3263: SRV for a service, else A/AAAA),
+        cached for the DNS answers' TTL. Raises TransportFailure."""
+        if _is_ip(target.host):
+            return [(target.host.strip("[]"), target.port)]
         loop = asyncio.get_running_loop()
-        family = self._family(listener)
-        try:
-            infos = await loop.getaddrinfo(host, None, family=family, type=socket.SOCK_DGRAM)
-        except (OSError, UnicodeError) as exc:
-            raise TransportFailure(f"cannot resolve {host}: {exc}") from None
-        if not infos:
-            raise TransportFailure(f"cannot resolve {host}")
-        ip = str(infos[0][4][0])
-        if len(self._dns) > 4096:
-            self._dns.clear()
-        self._dns[(host, family)] = (loop.time() + _DNS_TTL, ip)
-        return ip
+        hit = self._located.get(target.key)
+        if hit is not None and hit[0] > loop.time():
+            return hit[1]
+        addrs, expires = await self.resolver.locate(
+            target.transport, target.host, target.port, target.srv,
+            self._family(target.transport, target.listener))
+        if len(self._located) > 4096:
+            self._located.clear()
+        self._located[target.key] = (expires, addrs)
+        return addrs
 
     def note_sent_by(self, cid: int, port: int) -> None:
         """Remember the port a request's Via sent-by named on inbound connection ``cid``: the
@@ -496,8 +510,7 @@ class SipTransports:
         """Deliver to a target, opening (and verifying) a connection when needed; returns the
         connection used (None for UDP)."""
         if target.transport == "udp":
-            ip = await self.resolve(target.host, target.listener)
-            self.send_datagram(target.listener, data, (ip, target.port))
+            self.send_datagram(target.listener, data, (await self.locate(target))[0])
             return None
         conn = self.reusable(target) or await self.connect(target)
         if not conn.write(data):
@@ -512,7 +525,7 @@ class SipTransports:
         fut: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
         self._connecting[key] = fut
         try:
-            conn = await self._open(target)
+            conn = await self._open_any(target)
         except TransportFailure as exc:
             fut.set_exception(exc)
             fut.exception()  # retrieved: waiters get it through shield
@@ -522,11 +535,25 @@ class SipTransports:
         fut.set_result(conn)
         return conn
 
-    async def _open(self, target: Target) -> Connection:
+    async def _open_any(self, target: Target) -> Connection:
+        """RFC 3263 §4.3: on a connect or TLS failure, the next located address."""
+        addrs = await self.locate(target)
+        for i, addr in enumerate(addrs):
+            try:
+                return await self._open(target, addr)
+            except TransportFailure as exc:
+                if i == len(addrs) - 1:
+                    raise
+                log.info("sip.failover", target=target.host, failed=f"{addr[0]}:{addr[1]}",
+                         next=f"{addrs[i + 1][0]}:{addrs[i + 1][1]}", reason=str(exc))
+        raise TransportFailure(f"nothing to connect to for {target.host}")
+
+    async def _open(self, target: Target, addr: tuple[str, int]) -> Connection:
         cfg = self.config
         listener = self.listener_for(target.transport, target.listener)
         name = listener.name if listener else ""
-        where = MessageSource(target.transport, name, target.host, target.port)
+        ip, port = addr
+        where = MessageSource(target.transport, name, ip, port)
         ctx = self._client_ctx if target.transport == "tls" else None
         if target.transport == "tls" and ctx is None:
             raise TransportFailure("no TLS client context")
@@ -534,7 +561,7 @@ class SipTransports:
         timeout = cfg.tls.handshake_timeout
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(
-                target.host, target.port, local_addr=self._source_addr(name)), timeout)
+                ip, port, local_addr=self._source_addr(name)), timeout)
         except (OSError, TimeoutError, ValueError) as exc:  # ValueError: unusable host name
             if isinstance(exc, TimeoutError):
                 reason = "connect timeout"
@@ -542,7 +569,7 @@ class SipTransports:
                 reason = exc.strerror or type(exc).__name__
             else:
                 reason = "invalid host name"
-            raise TransportFailure(f"connect to {target.host}:{target.port}: {reason}") from None
+            raise TransportFailure(f"connect to {ip}:{port}: {reason}") from None
         stream: ByteStream = PlainStream(reader, writer)
         source = where
         if ctx is not None:
@@ -552,7 +579,7 @@ class SipTransports:
             except (OSError, TimeoutError, ValueError) as exc:  # ValueError: unusable SNI
                 writer.close()
                 self._tls_failed(where, _tls_reason(exc), direction="outbound")
-                raise TransportFailure(f"TLS to {target.host}:{target.port}: "
+                raise TransportFailure(f"TLS to {ip}:{port}: "
                                        f"{_tls_reason(exc)}") from None
             stream = tls
             source = _with_peer_cert(where, tls)
@@ -562,13 +589,13 @@ class SipTransports:
                                  expected=",".join(expected),
                                  presented=",".join(source.tls_identities))
                 writer.close()
-                raise TransportFailure(f"{target.host}:{target.port}: certificate identity "
+                raise TransportFailure(f"{ip}:{port}: certificate identity "
                                        "does not match")
             if target.tls_fingerprints and not fingerprint_matches(target.tls_fingerprints,
                                                                    source.tls_fingerprint):
                 self._tls_failed(where, "fingerprint mismatch", direction="outbound")
                 writer.close()
-                raise TransportFailure(f"{target.host}:{target.port}: certificate fingerprint "
+                raise TransportFailure(f"{ip}:{port}: certificate fingerprint "
                                        "is not pinned")
             self.counters["tls_handshakes"] += 1
         conn = self._register(source, stream, outbound=True)
