@@ -169,6 +169,8 @@ class SipTransports:
         self.resolver = Resolver(config.sip.dns_servers)
         self._located: dict[tuple[str, str, int, str | None],
                             tuple[float, list[tuple[str, int]]]] = {}
+        self._locating: dict[tuple[str, str, int, str | None],
+                             asyncio.Future[list[tuple[str, int]]]] = {}
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -465,15 +467,29 @@ class SipTransports:
         if _is_ip(target.host):
             return [(target.host.strip("[]"), target.port)]
         loop = asyncio.get_running_loop()
-        hit = self._located.get(target.key)
+        key = target.key
+        hit = self._located.get(key)
         if hit is not None and hit[0] > loop.time():
             return hit[1]
-        addrs, expires = await self.resolver.locate(
-            target.transport, target.host, target.port, target.srv,
-            self._family(target.transport, target.listener))
+        pending = self._locating.get(key)  # a burst of requests makes one lookup, not one each
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[list[tuple[str, int]]] = loop.create_future()
+        self._locating[key] = fut
+        try:
+            addrs, expires = await self.resolver.locate(
+                target.transport, target.host, target.port, target.srv,
+                self._family(target.transport, target.listener))
+        except TransportFailure as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: waiters get it through shield
+            raise
+        finally:
+            self._locating.pop(key, None)
         if len(self._located) > 4096:
             self._located.clear()
-        self._located[target.key] = (expires, addrs)
+        self._located[key] = (expires, addrs)
+        fut.set_result(addrs)
         return addrs
 
     def note_sent_by(self, cid: int, port: int) -> None:

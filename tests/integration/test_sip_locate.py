@@ -164,6 +164,24 @@ async def test_ttl_expiry_moves_udp_requests_to_the_new_target(keys: Keys) -> No
         dns.close()
 
 
+async def test_a_burst_of_requests_makes_one_lookup(keys: Keys) -> None:
+    peer = await started(config(keys), Answering())
+    zone = Zone()
+    zone.srv(f"_sip._udp.{DOMAIN}", (10, 0, peer.bound("udp")[1], "p.srv.test"))
+    zone.a("p.srv.test", "127.0.0.1")
+    gw, dns = await _gateway(keys, zone)
+    try:
+        answers = await asyncio.wait_for(asyncio.gather(*(
+            gw.request(request("OPTIONS", f"burst{i}"), _service("udp", 5060))
+            for i in range(20))), 5)
+        assert [r.status for r in answers] == [200] * 20
+        assert zone.queries == [(f"_sip._udp.{DOMAIN}", SRV), ("p.srv.test", A)]
+    finally:
+        await gw.stop()
+        await peer.stop()
+        dns.close()
+
+
 async def test_trunk_peer_without_port_locates_by_srv(keys: Keys) -> None:
     """The config path: a trunk whose peer is a bare host name makes SRV targets."""
     from gateway.config import Trunk
