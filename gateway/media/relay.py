@@ -15,6 +15,7 @@ own handler (RFC 5764 §4.1: a second DTLS association there). Run it on uvloop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import itertools
 import os
@@ -50,6 +51,7 @@ POLL_ROUNDS = 8     # epoll rounds per loop wakeup before yielding to other loop
 POLL_EVENTS = 1024  # ready sockets taken per round
 POLL_AGAIN = 16     # poll again at once only after a batch at least this large
 _COUNTERS = ("packets_in", "bytes_in", "packets_out", "bytes_out")
+_UNSPECIFIED = ("0.0.0.0", "::")  # canonical text, as _canonical_ip writes them
 _DROPS = ("source", "auth", "replay", "plain_rtcp", "no_keys", "no_remote", "malformed",
           "send_error")
 
@@ -430,16 +432,23 @@ class MediaRelay:
         return sess, sess.legs[leg][stream]
 
 
+@functools.lru_cache(maxsize=1024)
+def _canonical_ip(host: str) -> str:
+    """Canonical text of an IP literal, or ValueError. Cached because every leg update checks
+    the same few peer addresses again (bounded: peers choose what goes in)."""
+    return str(ipaddress.ip_address(host))
+
+
 def _check_address(addr: Address) -> Address:
     """The address with its IP in canonical text (as recvfrom reports it), or InvalidParams."""
     try:
         host, port = addr
-        ip = ipaddress.ip_address(host)
+        ip = _canonical_ip(host)
     except (ValueError, TypeError):
         raise InvalidParams(f"not an IP address and port: {addr!r}") from None
     if not isinstance(port, int) or not 0 <= port < 65536:
         raise InvalidParams(f"port out of range in {addr!r}")
-    return (str(ip), port)
+    return (ip, port)
 
 
 def _remote(addr: Address | None) -> Address | None:
@@ -447,5 +456,5 @@ def _remote(addr: Address | None) -> Address | None:
     if addr is None:
         return None
     addr = _check_address(addr)
-    return None if addr[1] == 0 or ipaddress.ip_address(addr[0]).is_unspecified else addr
+    return None if addr[1] == 0 or addr[0] in _UNSPECIFIED else addr
 
