@@ -99,6 +99,7 @@ class ClientTransaction:
         self._stack = stack
         self.tid = tid
         self.request = request
+        self.sent_to: tuple[Target, tuple[str, int]] | None = None  # a located UDP target
         self._queue: asyncio.Queue[SipResponse | Exception] = asyncio.Queue()
         self.done = False  # a final response (or an error) has been queued
 
@@ -365,6 +366,8 @@ class SipStack:
                 if addr is None:
                     self._spawn_send(t.data, target, dest.tid)
                     return
+                if addr[0] != target.host and (client := self._clients.get(dest.tid)):
+                    client.sent_to = (target, addr)
                 try:
                     self.transports.send_datagram(target.listener, t.data, addr)
                 except TransportFailure:
@@ -427,6 +430,8 @@ class SipStack:
                 self._on_stray(ev.response, ev.source)
         elif isinstance(ev, TimedOut):
             client = self._clients.pop(ev.tid, None)
+            if client is not None and client.sent_to is not None:
+                self.transports.demote(*client.sent_to)  # RFC 3263 §4.3: the next one next
             if client is not None:
                 client._push(TransactionTimeout(f"no final response to {client.request.method}"))
         elif isinstance(ev, TransportFailed):

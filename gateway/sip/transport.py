@@ -461,6 +461,13 @@ class SipTransports:
         bound = self._bound.get(li.name) if li is not None else None
         return socket.AF_INET6 if bound is not None and ":" in bound[0] else socket.AF_INET
 
+    def demote(self, target: Target, addr: tuple[str, int]) -> None:
+        """A located address that failed (connect, TLS, or a UDP transaction timeout) goes last
+        until the answer expires, so the next request tries the next one (RFC 3263 §4.3)."""
+        hit = self._located.get(target.key)
+        if hit is not None and len(hit[1]) > 1 and addr in hit[1]:
+            self._located[target.key] = (hit[0], [a for a in hit[1] if a != addr] + [addr])
+
     async def locate(self, target: Target) -> list[tuple[str, int]]:
         """Addresses to try for ``target`` in order (RFC 3263: SRV for a service, else A/AAAA),
         cached for the DNS answers' TTL. Raises TransportFailure."""
@@ -558,6 +565,7 @@ class SipTransports:
             try:
                 return await self._open(target, addr)
             except TransportFailure as exc:
+                self.demote(target, addr)
                 if i == len(addrs) - 1:
                     raise
                 log.info("sip.failover", target=target.host, failed=f"{addr[0]}:{addr[1]}",

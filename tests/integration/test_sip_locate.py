@@ -164,6 +164,34 @@ async def test_ttl_expiry_moves_udp_requests_to_the_new_target(keys: Keys) -> No
         dns.close()
 
 
+async def test_udp_timeout_sends_the_next_request_to_the_next_target(keys: Keys) -> None:
+    """UDP has no connect to fail: a transaction timeout on the first target demotes it, so the
+    next request goes to the second (timer F is 64*T1 = 3.2 s with the tests' T1)."""
+    from gateway.sip.errors import TransactionTimeout
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))  # receives and never answers
+    backup = await started(config(keys), Answering())
+    zone = Zone()
+    zone.srv(f"_sip._udp.{DOMAIN}", (10, 0, silent.getsockname()[1], "mute.srv.test"),
+             (20, 0, backup.bound("udp")[1], "up.srv.test"))
+    zone.a("mute.srv.test", "127.0.0.1")
+    zone.a("up.srv.test", "127.0.0.1")
+    gw, dns = await _gateway(keys, zone)
+    try:
+        with pytest.raises(TransactionTimeout):
+            await asyncio.wait_for(gw.request(request("OPTIONS", "mute"),
+                                              _service("udp", 5060)), 6)
+        resp = await asyncio.wait_for(gw.request(request("OPTIONS", "next"),
+                                                 _service("udp", 5060)), 3)
+        assert resp.status == 200
+    finally:
+        await gw.stop()
+        await backup.stop()
+        dns.close()
+        silent.close()
+
+
 async def test_a_burst_of_requests_makes_one_lookup(keys: Keys) -> None:
     peer = await started(config(keys), Answering())
     zone = Zone()
