@@ -54,7 +54,10 @@ class Answer:
 def encode_name(name: str) -> bytes:
     out = bytearray()
     for label in name.rstrip(".").split("."):
-        raw = label.encode("idna") if label else b""
+        try:
+            raw = label.encode("idna") if label else b""
+        except UnicodeError:
+            raise DnsError(f"bad name {name!r}") from None
         if not 0 < len(raw) < 64:
             raise DnsError(f"bad name {name!r}")
         out += bytes((len(raw),)) + raw

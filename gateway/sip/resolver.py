@@ -106,10 +106,13 @@ class Resolver:
         return [(ip, port) for ip in ips], expires
 
     async def addresses(self, host: str, family: int) -> tuple[list[str], float]:
+        """IPs of ``host`` and their expiry; AF_UNSPEC asks the system for both families, the
+        configured servers for A."""
         loop = asyncio.get_running_loop()
         qtype = AAAA if family == socket.AF_INET6 else A
         if self.system:
-            hit = self.cache.get(host, qtype, loop.time())
+            key = qtype if family != socket.AF_UNSPEC else 0
+            hit = self.cache.get(host, key, loop.time())
             if hit is not None:
                 return [str(ip) for ip in hit[1]], hit[0]
             try:
@@ -119,7 +122,7 @@ class Resolver:
             ips = tuple(dict.fromkeys(str(i[4][0]) for i in infos))
             if not ips:
                 raise TransportFailure(f"cannot resolve {host}")
-            return list(ips), self.cache.put(host, qtype, ips, _SYSTEM_TTL, loop.time())
+            return list(ips), self.cache.put(host, key, ips, _SYSTEM_TTL, loop.time())
         records, expires = await self._records(host, qtype)
         if not records:
             raise TransportFailure(f"cannot resolve {host}: no {'AAAA' if qtype == AAAA else 'A'}"

@@ -459,7 +459,9 @@ class SipTransports:
             return socket.AF_INET
         li = self.listener_for(transport, listener)
         bound = self._bound.get(li.name) if li is not None else None
-        return socket.AF_INET6 if bound is not None and ":" in bound[0] else socket.AF_INET
+        if bound is None or bound[0] in _WILDCARDS:  # unbound connects may use either family
+            return socket.AF_UNSPEC
+        return socket.AF_INET6 if ":" in bound[0] else socket.AF_INET
 
     def demote(self, target: Target, addr: tuple[str, int]) -> None:
         """A located address that failed (connect, TLS, or a UDP transaction timeout) goes last

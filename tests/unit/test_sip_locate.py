@@ -155,3 +155,9 @@ def test_dns_servers_parsed_and_checked() -> None:
                                    HostPort("::1", 54))
     with pytest.raises(ConfigError, match=r"sip\.dns_servers\[1\]"):
         _cfg("carrier.test", dns_servers=["127.0.0.1", "ns.example.test"])
+
+
+@pytest.mark.parametrize("name", ["a..b", "x" * 64 + ".test", "bad\ufffd.test"])
+def test_unusable_names_are_dns_errors(name: str) -> None:
+    with pytest.raises(DnsError):
+        build_query(name, A, 1)
