@@ -17,16 +17,24 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.b2bua.call import Call, CallState, EndReason, Leg, expired, new_token
-from gateway.b2bua.dialog import (
-    learn_response,
-    refresh_target,
-    request,
-    response,
-    uas_leg,
-    without_tag,
-)
+from gateway.b2bua.dialog import learn_response, refresh_target, request, response, without_tag
+from gateway.b2bua.legs import callee_leg, callee_ruri, caller_leg, caller_peer, route_request
 from gateway.b2bua.media import DtlsContext, MediaBridge, dtls_context
-from gateway.b2bua.routing import Routed, select_route
+from gateway.b2bua.routing import Routed
+from gateway.b2bua.status import (
+    ACCEPT,
+    ALLOW,
+    RELAYED,
+    RETRY_AFTER,
+    SUPPORTED,
+    Extra,
+    is_sdp,
+    out_of_dialog_status,
+    reason,
+    relayed_status,
+    reply,
+    teardown_status,
+)
 from gateway.b2bua.topology import copy_headers, unsupported_required
 from gateway.config import Config, HostPort, Trunk
 from gateway.media.api import MediaError, MediaRelayApi, PortsExhausted
@@ -35,40 +43,13 @@ from gateway.policy.acl import Acl, Source
 from gateway.sdp.errors import SdpError
 from gateway.sip.errors import SipError, TransactionTimeout
 from gateway.sip.events import Tid
-from gateway.sip.message import REASONS, SipRequest, SipResponse
+from gateway.sip.message import SipRequest, SipResponse
 from gateway.sip.stack import ClientTransaction, IncomingRequest, SipStack
 from gateway.sip.transport import MessageSource, Target
-from gateway.sip.uri import SipUri
 
 log = get_logger("b2bua")
 
-SUPPORTED: tuple[str, ...] = ()       # option tags we honour in Require (none: 420 for all)
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE, NOTIFY"
-RELAYED = frozenset({"INFO", "MESSAGE", "NOTIFY"})   # in-dialog requests passed to the other leg
-ACCEPT = "application/sdp"
-RETRY_AFTER = "30"
 RING_TIMEOUT = 170.0   # below the stack's 180 s timer C, so the caller still gets our answer
-SDP = "application/sdp"
-
-
-def _is_sdp(msg: SipRequest | SipResponse) -> bool:
-    ctype = (msg.content_type or "").split(";", 1)[0].strip().lower()
-    return bool(msg.body) and ctype == SDP
-
-
-def _reason(status: int) -> str:
-    """Our own reason phrase: the other side's may carry anything (topology hiding)."""
-    return REASONS.get(status, "Unknown")
-
-
-def _relayed_status(status: int) -> int:
-    """Final statuses that make no sense across the gateway are mapped (3xx would leak targets,
-    401/407 challenges belong to the other side's realm)."""
-    if 300 <= status < 400:
-        return 480
-    if status in (401, 407):
-        return 403
-    return status
 
 
 class _Invite:
@@ -161,13 +142,11 @@ class B2bua:
         elif req.method == "ACK" or tid is None:
             return
         elif req.method == "INVITE":
-            self._new_invite(req, tid, trunk, self._peer_of(trunk, src))
+            self._new_invite(req, tid, trunk, caller_peer(trunk, src))
         elif req.method == "OPTIONS":
             self._options(req, tid, trunk)
         else:
-            self._reply(tid, req, 405 if req.method in ("REGISTER", "SUBSCRIBE", "PUBLISH")
-                        else 481 if req.method in ("BYE", "PRACK", "UPDATE", "INFO") else 501,
-                        extra=[("Allow", ALLOW)])
+            self._reply(tid, req, out_of_dialog_status(req.method), extra=[("Allow", ALLOW)])
 
     def handle_stray_response(self, resp: SipResponse, source: MessageSource) -> None:
         """A 2xx to an INVITE after its transaction finished: re-ACK it; a 2xx from a fork we
@@ -195,14 +174,6 @@ class B2bua:
         self.counters["stray_2xx"] += 1
         self._ack(request(stray, "ACK", cseq=resp.cseq.number), trunk, trunk.peer)
         self._spawn(self._bye(stray))
-
-    @staticmethod
-    def _peer_of(trunk: Trunk, src: MessageSource) -> HostPort:
-        """Where in-dialog requests to the caller go: its UDP source address, or on streams
-        its listening port (an open connection from it is reused by the stack, RFC 5923)."""
-        if src.transport == "udp":
-            return HostPort(src.ip, src.port)
-        return HostPort(src.ip, trunk.peer.port)
 
     def handle_cancel(self, tid: Tid) -> None:
         """The caller CANCELled its INVITE (the stack already answered the CANCEL with 200)."""
@@ -313,21 +284,12 @@ class B2bua:
             log.error("b2bua.task_failed", error=type(exc).__name__, detail=str(exc)[:200])
 
     def _reply(self, tid: Tid, req: SipRequest, status: int, *, leg: Leg | None = None,
-               body: bytes = b"", extra: list[tuple[str, str]] | None = None) -> None:
-        ua = self.config.gateway.user_agent
-        if leg is not None:
-            resp = response(leg, req, status, _reason(status), body=body, extra=extra or [],
-                            user_agent=ua)
-        else:
-            resp = req.create_response(status, _reason(status), to_tag=new_token(8))
-            for name, value in (extra or []):
-                resp.headers.add(name, value)
-            if ua:
-                resp.headers.add("Server", ua)
-        self.sip.respond(tid, resp)
+               body: bytes = b"", extra: Extra | None = None) -> None:
+        self.sip.respond(tid, reply(req, status, self.config.gateway.user_agent, leg=leg,
+                                    body=body, extra=extra))
 
     def _answer_a(self, inv: _Invite, status: int, body: bytes = b"",
-                  extra: list[tuple[str, str]] | None = None) -> None:
+                  extra: Extra | None = None) -> None:
         if inv.closed:
             return
         inv.closed = status >= 200
@@ -372,8 +334,7 @@ class B2bua:
         if ack is not None and not ack.done():
             ack.cancel()
         self._forget_unacked(call)
-        status = {EndReason.CANCELLED: 487, EndReason.CALLER_BYE: 487,
-                  EndReason.SHUTDOWN: 503}.get(reason, 500)
+        status = teardown_status(reason)
         for inv in [i for i in self._invites.values() if i.call is call and not i.closed]:
             self._answer_a(inv, status)
             if inv.client is not None:
@@ -408,7 +369,7 @@ class B2bua:
 
     # ------------------------------------------------------------------ OPTIONS
     def _options(self, req: SipRequest, tid: Tid, trunk: Trunk) -> None:
-        if trunk.answer_options or not (routed := self._route(req, trunk)):
+        if trunk.answer_options or not (routed := route_request(self.config, req, trunk)):
             self._reply(tid, req, 200, extra=[("Allow", ALLOW), ("Accept", ACCEPT)])
             return
         self._spawn(self._relay_options(req, tid, trunk, routed))
@@ -416,13 +377,14 @@ class B2bua:
     async def _relay_options(self, req: SipRequest, tid: Tid, src: Trunk,
                              routed: Routed) -> None:
         dst = routed.trunk
-        leg = self._new_b_leg(req, src, dst, routed.user)
-        out = request(leg, "OPTIONS", ruri=self._b_ruri(dst, routed.user),
+        leg = callee_leg(req, dst, routed.user, self.config.gateway.domain,
+                         self.sip.contact(dst.listener))
+        out = request(leg, "OPTIONS", ruri=callee_ruri(dst, routed.user),
                       extra=copy_headers(req.headers, src, dst, self.config.gateway.domain),
                       user_agent=self.config.gateway.user_agent)
         try:
             resp = await self._final(self._client(out, dst, dst.peer))
-            status = _relayed_status(resp.status)
+            status = relayed_status(resp.status)
         except TransactionTimeout:
             status = 408
         except SipError:
@@ -430,32 +392,6 @@ class B2bua:
         self._reply(tid, req, status, extra=[("Allow", ALLOW)] if status == 200 else None)
 
     # ------------------------------------------------------------------ new calls
-    def _user(self, req: SipRequest) -> str:
-        uri = req.uri
-        return (uri.user or "") if isinstance(uri, SipUri) else ""
-
-    def _route(self, req: SipRequest, trunk: Trunk) -> Routed | None:
-        host = req.uri.host if isinstance(req.uri, SipUri) else ""
-        return select_route(self.config, trunk, self._user(req), host)
-
-    def _b_ruri(self, dst: Trunk, user: str) -> str:
-        host = str(dst.peer)
-        tail = ";transport=tls" if dst.transport == "tls" else (
-            ";transport=tcp" if dst.transport == "tcp" else "")
-        return f"sip:{user}@{host}{tail}" if user else f"sip:{host}{tail}"
-
-    def _new_b_leg(self, req: SipRequest, src: Trunk, dst: Trunk, user: str) -> Leg:
-        """The callee-facing leg: fresh ids; only the From/To user parts come from leg A."""
-        from_user = ""
-        f = req.from_.uri
-        if isinstance(f, SipUri) and f.user:
-            from_user = f.user
-        domain = self.config.gateway.domain
-        caller = f"<sip:{from_user}@{domain}>" if from_user else f"<sip:anonymous@{domain}>"
-        callee = f"<sip:{user}@{dst.peer.host}>" if user else f"<sip:{dst.peer.host}>"
-        return Leg(trunk=dst, call_id=new_token(16), local_tag=new_token(8), local_uri=caller,
-                   remote_uri=callee, peer=dst.peer, contact=self.sip.contact(dst.listener))
-
     def _new_invite(self, req: SipRequest, tid: Tid, trunk: Trunk, source: HostPort) -> None:
         if not self.accepting:
             self._reply(tid, req, 503, extra=[("Retry-After", self._retry_after())])
@@ -470,10 +406,10 @@ class B2bua:
         if unsupported:
             self._reply(tid, req, 420, extra=[("Unsupported", ", ".join(unsupported))])
             return
-        if req.body and not _is_sdp(req):
+        if req.body and not is_sdp(req):
             self._reply(tid, req, 415, extra=[("Accept", ACCEPT)])
             return
-        routed = self._route(req, trunk)
+        routed = route_request(self.config, req, trunk)
         if routed is None:
             self._reply(tid, req, trunk.no_route_status)
             return
@@ -484,12 +420,9 @@ class B2bua:
                 self._reply(tid, req, 503, extra=[("Retry-After", RETRY_AFTER)])
                 return
         now = self._clock()
-        a = Leg(trunk=trunk, call_id=req.call_id, local_tag=new_token(8),
-                local_uri=without_tag(req.headers.get("To") or "", "To"),
-                remote_uri=without_tag(req.headers.get("From") or "", "From"),
-                peer=source, contact=self.sip.contact(trunk.listener))
-        uas_leg(a, req)
-        b = self._new_b_leg(req, trunk, dst, routed.user)
+        a = caller_leg(req, trunk, source, self.sip.contact(trunk.listener))
+        b = callee_leg(req, dst, routed.user, self.config.gateway.domain,
+                       self.sip.contact(dst.listener))
         call = Call(id=new_token(8), a=a, b=b, created=now, last_activity=now)
         inv = _Invite(call, req, tid)
         self._invites[tid] = inv
@@ -519,7 +452,7 @@ class B2bua:
             self._fail(inv, exc.status, f"sdp: {exc.reason}")
             return
         self._media[call.id] = bridge
-        late = not _is_sdp(req)   # no offer: the callee offers in its 2xx, the caller answers
+        late = not is_sdp(req)   # no offer: the callee offers in its 2xx, the caller answers
         body = b""
         if not late:
             offer = await self._offer(inv, bridge, 0, req.body)
@@ -528,7 +461,7 @@ class B2bua:
             body = offer
         if inv.closed:
             return
-        out = request(call.b, "INVITE", ruri=self._b_ruri(dst, user), body=body,
+        out = request(call.b, "INVITE", ruri=callee_ruri(dst, user), body=body,
                       extra=copy_headers(req.headers, src, dst, self.config.gateway.domain),
                       user_agent=self.config.gateway.user_agent)
         cseq = call.b.local_cseq
@@ -568,7 +501,7 @@ class B2bua:
                 else:
                     await self._answered(inv, bridge, resp, cseq)
             elif not inv.closed:
-                status = _relayed_status(resp.status)
+                status = relayed_status(resp.status)
                 extra = [("Retry-After", RETRY_AFTER)] if status == 503 else None
                 self._fail(inv, status, "rejected by callee", extra)
             return
@@ -601,7 +534,7 @@ class B2bua:
         call = inv.call
         learn_response(call.b, resp)
         ua = self.config.gateway.user_agent
-        if inv.closed or not call.active or not _is_sdp(resp):
+        if inv.closed or not call.active or not is_sdp(resp):
             self._ack(request(call.b, "ACK", cseq=cseq, user_agent=ua), call.b.trunk,
                       call.b.peer)
             if not inv.closed and call.active:
@@ -618,7 +551,7 @@ class B2bua:
                 self._confirm(inv, resp, offer)
                 with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                     ack = await asyncio.wait_for(waiter, 64 * self.config.sip.t1)
-                    if _is_sdp(ack):
+                    if is_sdp(ack):
                         answer = await bridge.answer(ack.body)
         except SdpError as exc:
             log.info("call.late_answer_refused", call=call.id, reason=exc.reason)
@@ -649,7 +582,7 @@ class B2bua:
         log.info("call.answered", call=call.id)
 
     def _fail(self, inv: _Invite, status: int, why: str,
-              extra: list[tuple[str, str]] | None = None) -> None:
+              extra: Extra | None = None) -> None:
         log.info("call.failed", call=inv.call.id, status=status, why=why)
         self.counters[f"failed.{status}"] += 1
         self._answer_a(inv, status, extra=extra)
@@ -659,7 +592,7 @@ class B2bua:
         call = inv.call
         learn_response(call.b, resp)
         body = b""
-        if _is_sdp(resp):
+        if is_sdp(resp):
             try:
                 body = await bridge.answer(resp.body, final=False)
             except SdpError as exc:
@@ -683,7 +616,7 @@ class B2bua:
             await self._bye(call.b)
             return
         body = b""
-        if _is_sdp(resp):
+        if is_sdp(resp):
             try:
                 body = await bridge.answer(resp.body, final=True)
             except SdpError as exc:
@@ -755,7 +688,7 @@ class B2bua:
     async def _reoffer(self, req: SipRequest, tid: Tid, call: Call, leg: Leg,
                        bridge: MediaBridge) -> None:
         try:
-            if _is_sdp(req):
+            if is_sdp(req):
                 await self._relay_offer(req, tid, call, leg, bridge)
             elif req.method == "UPDATE":
                 self._reply(tid, req, 200, leg=leg)
@@ -794,11 +727,11 @@ class B2bua:
             return
         if resp.status >= 300:
             await bridge.reject()
-            self._reply(tid, req, _relayed_status(resp.status), leg=leg)
+            self._reply(tid, req, relayed_status(resp.status), leg=leg)
             return
         refresh_target(other, resp)
         try:
-            answer = await bridge.answer(resp.body) if _is_sdp(resp) else b""
+            answer = await bridge.answer(resp.body) if is_sdp(resp) else b""
         except SdpError as exc:
             await bridge.reject()
             self._reply(tid, req, exc.status, leg=leg)
@@ -828,7 +761,7 @@ class B2bua:
             return
         finally:
             self._acks.pop(call.id, None)
-        if _is_sdp(ack):
+        if is_sdp(ack):
             try:
                 await bridge.local_answer(src, offer, ack.body)
             except SdpError as exc:
@@ -844,15 +777,15 @@ class B2bua:
         body, ctype = b"", None
         try:
             resp = await self._final(self._client(out, other.trunk, other.peer))
-            status = _relayed_status(resp.status)
-            if resp.body and resp.content_type and not _is_sdp(resp):
+            status = relayed_status(resp.status)
+            if resp.body and resp.content_type and not is_sdp(resp):
                 body, ctype = resp.body, resp.content_type   # SDP would bypass the relay
         except TransactionTimeout:
             status = 408
         except SipError:
             status = 503
         extra = [("Content-Type", ctype)] if ctype else []
-        resp_out = response(leg, req, status, _reason(status), extra=extra,
+        resp_out = response(leg, req, status, reason(status), extra=extra,
                             user_agent=self.config.gateway.user_agent)
         resp_out.body = body
         self.sip.respond(tid, resp_out)
