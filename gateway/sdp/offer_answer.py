@@ -14,6 +14,7 @@ the media layer and is never copied from the other leg.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import secrets
 from collections.abc import Sequence
@@ -181,9 +182,8 @@ def _media_address(sdp: SessionDescription, m: Media) -> str | None:
 def _multicast(sdp: SessionDescription, m: Media) -> bool:
     """The stream's media goes to a multicast group: the unicast relay must not send there."""
     conn = sdp.connection_for(m)
-    if conn is None or not _is_ip(conn.address):
-        return False
-    return ipaddress.ip_address(conn.address).is_multicast
+    ip = None if conn is None else _ip(conn.address)
+    return ip is not None and ip.is_multicast
 
 
 def _rtcp_address(m: Media, rtp: Address | None, mux: bool) -> Address | None:
@@ -198,12 +198,18 @@ def _rtcp_address(m: Media, rtp: Address | None, mux: bool) -> Address | None:
     return (addr if addr is not None and _is_ip(addr) else rtp[0], port)
 
 
-def _is_ip(text: str) -> bool:
+@functools.lru_cache(maxsize=1024)
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The IP literal ``text`` names, or None. Cached: every offer and answer reads the same
+    few peer addresses again (bounded, as peers choose what goes in)."""
     try:
-        ipaddress.ip_address(text)
+        return ipaddress.ip_address(text)
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def _is_ip(text: str) -> bool:
+    return _ip(text) is not None
 
 
 def _to_params(crypto: CryptoAttribute, policy: LegPolicy) -> SrtpParams | None:
