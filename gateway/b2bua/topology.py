@@ -51,12 +51,6 @@ def without_tags(value: str, drop: Iterable[str]) -> str:
     return ", ".join(t for t in option_tags(value) if t.lower() not in gone)
 
 
-def requires_100rel(headers: Iterable[Header]) -> bool:
-    """The caller insists on reliable provisionals, which we never offer: answer 420."""
-    return any(canonical(n) == "require" and "100rel" in
-               (t.lower() for t in option_tags(v)) for n, v in headers)
-
-
 def unsupported_required(headers: Iterable[Header], supported: Iterable[str]) -> list[str]:
     """Option tags in Require that we do not support (RFC 3261 §8.2.2.3, answered with 420)."""
     ok = {s.lower() for s in supported}

@@ -7,7 +7,6 @@ import dataclasses
 from gateway.b2bua.topology import (
     agent_header,
     copy_headers,
-    requires_100rel,
     rewrite_identity,
     unsupported_required,
 )
@@ -78,9 +77,9 @@ def test_own_headers_never_cross_even_if_listed():
 
 
 def test_require_checks():
-    assert requires_100rel([("Require", "timer, 100REL")])
-    assert not requires_100rel([("Supported", "100rel")])
     assert unsupported_required([("Require", "100rel, foo")], ["timer"]) == ["100rel", "foo"]
+    assert unsupported_required([("Require", "timer, 100REL")], ["timer"]) == ["100REL"]
+    assert unsupported_required([("Supported", "100rel")], ["timer"]) == []
 
 
 def test_agent_header():
