@@ -8,6 +8,7 @@ input (modulo CRLF normalisation and the canonical RFC 4566 line order).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -280,13 +281,22 @@ def _parse_connection(value: str) -> Connection:
         raise bad("malformed c= line")
     nettype, addrtype, address, suffix = m.group(1), m.group(2), m.group(3), m.group(4) or ""
     if nettype == "IN" and addrtype in ("IP4", "IP6"):
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            raise bad("c= address is not an IP literal") from None
-        if (ip.version == 4) != (addrtype == "IP4"):
+        version = _ip_version(address)
+        if version is None:
+            raise bad("c= address is not an IP literal")
+        if (version == 4) != (addrtype == "IP4"):
             raise bad("c= address family does not match its addrtype")
     return Connection(address, nettype, addrtype, suffix)
+
+
+@functools.lru_cache(maxsize=1024)
+def _ip_version(address: str) -> int | None:
+    """4 or 6 for an IP literal, else None. Cached: a gateway parses the same few peer
+    addresses in every call's SDP (bounded, as peers choose what goes in)."""
+    try:
+        return ipaddress.ip_address(address).version
+    except ValueError:
+        return None
 
 
 def _parse_origin(value: str) -> Origin:

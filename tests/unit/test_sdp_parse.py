@@ -144,3 +144,19 @@ def test_malformed_sdp_gives_400(name: str) -> None:
     with pytest.raises(SdpError) as info:
         parse_sdp(BAD[name])
     assert info.value.status == 400
+
+
+@pytest.mark.parametrize(("conn", "ok"), [
+    ("IN IP4 192.0.2.1", True), ("IN IP6 2001:db8::1", True), ("IN IP6 192.0.2.1", False),
+    ("IN IP4 2001:db8::1", False), ("IN IP4 gw.example", False), ("IN IP4 192.0.2.256", False),
+])
+def test_connection_address_checks_hold_on_every_parse(conn: str, ok: bool) -> None:
+    """The IP check is cached; a second parse of the same address must judge it the same."""
+    body = HEAD.replace("c=IN IP4 192.0.2.1", f"c={conn}")
+    for _ in range(2):
+        if ok:
+            assert parse_sdp(body).connection.address == conn.split()[2]
+        else:
+            with pytest.raises(SdpError) as info:
+                parse_sdp(body)
+            assert info.value.status == 400
