@@ -555,27 +555,24 @@ def _sent_tag(inv: _Txn) -> str:
 
 def _ack_for(req: SipRequest, resp: SipResponse) -> SipRequest:
     """§17.1.1.3: the ACK a client INVITE transaction sends for a non-2xx final response."""
-    h = Headers()
-    h.add("Via", req.headers.values("Via")[0])
-    for route in req.headers.get_all("Route"):
-        h.add("Route", route)
-    h.add("Max-Forwards", "70")
-    h.add("From", req.headers.get("From") or "")
-    h.add("To", resp.headers.get("To") or "")
-    h.add("Call-ID", req.call_id)
-    h.add("CSeq", f"{req.cseq.number} ACK")
-    return SipRequest("ACK", req.uri, h)
+    return _same_hop(req, "ACK", resp.headers.get("To") or "")
 
 
 def _cancel_for(req: SipRequest) -> SipRequest:
     """§9.1: CANCEL with the INVITE's Request-URI, top Via (same branch), Route, From, To."""
+    return _same_hop(req, "CANCEL", req.headers.get("To") or "")
+
+
+def _same_hop(req: SipRequest, method: str, to: str) -> SipRequest:
+    """A request that must follow the INVITE hop by hop: its Request-URI, top Via (same
+    branch), Route set, From, Call-ID and CSeq number; only the method and To differ."""
     h = Headers()
     h.add("Via", req.headers.values("Via")[0])
     for route in req.headers.get_all("Route"):
         h.add("Route", route)
     h.add("Max-Forwards", "70")
     h.add("From", req.headers.get("From") or "")
-    h.add("To", req.headers.get("To") or "")
+    h.add("To", to)
     h.add("Call-ID", req.call_id)
-    h.add("CSeq", f"{req.cseq.number} CANCEL")
-    return SipRequest("CANCEL", req.uri, h)
+    h.add("CSeq", f"{req.cseq.number} {method}")
+    return SipRequest(method, req.uri, h)
