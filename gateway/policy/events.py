@@ -82,12 +82,14 @@ def detach_siem(handler: SiemHandler) -> None:
 def configure_siem(config: Config, current: SiemHandler | None = None) -> SiemHandler | None:
     """(Re)attach the sink that ``[logging] security_file`` names; call at start and on reload.
 
-    Returns the handler now attached (None when no file is configured); the previous one is
-    detached, so a reload that changes or removes the path takes effect.
+    Returns the handler now attached (None when no file is configured). The new file is opened
+    before the previous sink is detached, so a reload refused for an unopenable path (OSError)
+    leaves the old sink in place and no security event is lost.
     """
     path = config.logging.security_file
+    if current is not None and path is not None and current.path == path:
+        return current
+    new = attach_siem(path=path) if path is not None else None
     if current is not None:
-        if path is not None and current.path == path:
-            return current
         detach_siem(current)
-    return attach_siem(path=path) if path is not None else None
+    return new

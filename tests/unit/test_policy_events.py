@@ -72,3 +72,23 @@ def test_configure_siem_follows_config(tmp_path: Path) -> None:
     security_event("pike.ban", source="127.0.0.4")
     assert json.loads(first.read_text())["source"] == "127.0.0.2"
     assert json.loads(second.read_text())["source"] == "127.0.0.3"
+
+
+def test_refused_reload_keeps_the_old_sink(tmp_path: Path) -> None:
+    import pytest
+
+    from gateway.policy.events import SECURITY_LOGGER, configure_siem
+    from tests.security.policy_configs import make_config
+
+    old = tmp_path / "old.jsonl"
+    h = configure_siem(make_config(logging={"security_file": str(old)}))
+    assert h is not None
+    try:
+        bad = make_config(logging={"security_file": str(tmp_path / "no-such-dir" / "x.jsonl")})
+        with pytest.raises(OSError):
+            configure_siem(bad, h)
+        assert logging.getLogger(SECURITY_LOGGER).handlers.count(h) == 1
+        security_event("pike.ban", source="127.0.0.5")
+        assert json.loads(old.read_text())["source"] == "127.0.0.5"
+    finally:
+        detach_siem(h)
