@@ -12,7 +12,7 @@ import struct
 import pytest
 
 from tests.integration.test_calls import DOMAIN, Rig, rig
-from tests.integration.test_dtls_engine import BaresipLikePeer
+from tests.support.dtls_peer import BaresipLikePeer
 from tests.support.phone import answerer, apply_answer, plain_offer
 from tests.support.rtp import RtpEndpoint, pattern_payload
 from tests.support.sdes import parse_media

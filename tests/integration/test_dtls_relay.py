@@ -23,7 +23,7 @@ from gateway.media.relay import MediaRelay
 from gateway.media.srtp import SrtpContext
 from gateway.ops.keys import make_self_signed
 from gateway.sdp.dtls import answer_setup, new_tls_id, role_for_setup, role_from_answer
-from tests.integration.test_dtls_engine import BaresipLikePeer
+from tests.support.dtls_peer import BaresipLikePeer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Overriding the \"event_loop_policy\"")
 LOOP = "127.0.0.1"

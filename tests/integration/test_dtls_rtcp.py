@@ -20,8 +20,8 @@ from gateway.media.dtls_leg import DtlsLeg
 from gateway.media.relay import MediaRelay
 from gateway.ops.keys import make_self_signed
 from gateway.sdp.dtls import new_tls_id
-from tests.integration.test_dtls_engine import BaresipLikePeer
 from tests.integration.test_dtls_relay import Plain, free_range, recv_from, rtp
+from tests.support.dtls_peer import BaresipLikePeer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Overriding the \"event_loop_policy\"")
 LOOP = "127.0.0.1"

@@ -24,7 +24,7 @@ from tests.integration.test_calls import DOMAIN, establish, media_both_ways
 from tests.integration.test_calls import Rig as CallRig
 from tests.integration.test_calls import rig as call_rig
 from tests.integration.test_calls_dtls import dtls_answer
-from tests.integration.test_dtls_engine import BaresipLikePeer
+from tests.support.dtls_peer import BaresipLikePeer
 from tests.support.phone import answerer, apply_answer, plain_offer
 from tests.support.rtp import RtpEndpoint
 from tests.support.sdes import parse_media
