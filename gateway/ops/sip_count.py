@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+from gateway.sip.errors import SipParseError
 from gateway.sip.message import SipResponse
 
 METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK",
@@ -24,7 +25,10 @@ class ResponseCounter:
         self.counts: Counter[Key] = Counter()
 
     def count(self, direction: str, response: SipResponse, transport: str) -> None:
-        method = response.cseq.method
+        try:
+            method = response.cseq.method
+        except SipParseError:  # our stateless answer to a request whose CSeq was broken
+            method = "other"
         self.counts[(direction, method if method in METHODS else "other",
                      f"{response.status // 100}xx",
                      transport if transport in TRANSPORTS else "other")] += 1

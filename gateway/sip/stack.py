@@ -250,6 +250,7 @@ class SipStack:
         reply = error_response(data, exc.status, secrets.token_hex(6))
         if reply is None:
             return
+        self.responses.sent(reply)
         if source.connection_id is not None:
             self.transports.send_on_connection(source.connection_id, reply.to_bytes())
             return
@@ -262,7 +263,10 @@ class SipStack:
         if self._on_invalid is not None:
             self._on_invalid(source, exc)
         reply = error_response(head, exc.status, secrets.token_hex(6))
-        return reply.to_bytes() if reply is not None else None
+        if reply is None:
+            return None
+        self.responses.sent(reply)
+        return reply.to_bytes()
 
     # ------------------------------------------------------------------ sending
     def respond(self, tid: Tid, response: SipResponse) -> bool:
@@ -349,6 +353,8 @@ class SipStack:
             self._dispatch(ev)
         for t in layer.messages_to_send():
             self._transmit(t)
+        for response in layer.own_responses():
+            self.responses.sent(response)
         self._arm_timer()
 
     def _transmit(self, t: Transmit) -> None:

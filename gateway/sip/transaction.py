@@ -219,6 +219,7 @@ class TransactionLayer:
         self._heap: list[tuple[float, int, Tid, str]] = []
         self._seq = itertools.count()
         self._out: deque[Transmit] = deque()
+        self._own: list[SipResponse] = []  # responses the layer sent on its own, for metrics
         self._events: deque[Event] = deque()
         self._accepted: dict[tuple[str, int], Tid] = {}
         # §8.2.2.2: (Call-ID, From, CSeq) of ongoing server transactions of requests without
@@ -239,6 +240,14 @@ class TransactionLayer:
         out = list(self._out)
         self._out.clear()
         return out
+
+    def own_responses(self) -> list[SipResponse]:
+        """Responses the layer itself sent (100, CANCEL's 200/481, 482, 503) since the last
+        call, each once: the TU's responses and retransmissions are not among them."""
+        own = self._own
+        if own:
+            self._own = []
+        return own
 
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
@@ -392,6 +401,7 @@ class TransactionLayer:
             busy = req.create_response(503, to_tag=_new_tag())
             busy.headers.add("Retry-After", "5")
             self._send(busy.to_bytes(), source)
+            self._own.append(busy)
             return
         invite = req.method == "INVITE"
         t = _Txn(tid, IST if invite else NIST, PROCEEDING if invite else TRYING, req, source,
@@ -406,7 +416,7 @@ class TransactionLayer:
             # and reading it raw spares parsing two name-addrs per request
             key = (req.call_id, headers.get("From") or "", req.cseq.number, req.method)
             if key in self._merge:
-                self.send_response(tid, req.create_response(482, to_tag=_new_tag()), now)
+                self._answer(tid, req.create_response(482, to_tag=_new_tag()), now)
                 return
             t.merge_key = key
             self._merge[key] = tid
@@ -422,9 +432,9 @@ class TransactionLayer:
         INVITE is unanswered; after a final response the CANCEL has no effect), else 481."""
         inv = self._txns.get(_with_method(t.tid, "INVITE"))
         if inv is None or inv.kind != IST:
-            self.send_response(t.tid, t.request.create_response(481, to_tag=_new_tag()), now)
+            self._answer(t.tid, t.request.create_response(481, to_tag=_new_tag()), now)
             return
-        self.send_response(t.tid, t.request.create_response(200, to_tag=_sent_tag(inv)), now)
+        self._answer(t.tid, t.request.create_response(200, to_tag=_sent_tag(inv)), now)
         if inv.state == PROCEEDING:
             self._events.append(CancelReceived(inv.tid, t.request, t.dest))
 
@@ -476,7 +486,11 @@ class TransactionLayer:
 
     # ------------------------------------------------------------------ timers
     def _trying(self, t: _Txn, now: float) -> None:
-        self.send_response(t.tid, t.request.create_response(100), now)
+        self._answer(t.tid, t.request.create_response(100), now)
+
+    def _answer(self, tid: Tid, response: SipResponse, now: float) -> None:
+        if self.send_response(tid, response, now):
+            self._own.append(response)
 
     def _fire(self, t: _Txn, name: str, now: float) -> None:
         timers = self.timers

@@ -599,3 +599,34 @@ async def test_targets_by_host_name(keys: Keys, transport: str) -> None:
     finally:
         await client.stop()
         await server.stop()
+
+
+async def test_responses_the_layer_sends_itself_are_counted_once(keys: Keys) -> None:
+    held: list[IncomingRequest] = []
+    stack = await started(config(keys), held.append)  # type: ignore[arg-type]
+    sock = udp_socket()
+    counts = stack.responses.counts
+    try:
+        invite = options(call_id="own", method="INVITE")
+        sock.sendto(invite, stack.bound("udp"))
+        trying = parse_message(await udp_recv(sock))
+        assert isinstance(trying, SipResponse) and trying.status == 100
+        sock.sendto(invite, stack.bound("udp"))  # a retransmission gets the 100 again
+        assert parse_message(await udp_recv(sock)).status == 100  # type: ignore[union-attr]
+        assert counts[("sent", "INVITE", "1xx", "udp")] == 1
+        sock.sendto(invite.replace(b"INVITE", b"CANCEL"), stack.bound("udp"))
+        ok = parse_message(await udp_recv(sock))
+        assert isinstance(ok, SipResponse) and (ok.status, ok.cseq.method) == (200, "CANCEL")
+        assert counts[("sent", "CANCEL", "2xx", "udp")] == 1
+        assert held[0].respond(held[0].request.create_response(487, to_tag="c"))
+        assert parse_message(await udp_recv(sock)).status == 487  # type: ignore[union-attr]
+        assert counts[("sent", "INVITE", "4xx", "udp")] == 1
+        bad = options(call_id="own-bad").replace(b"To: <sip:gateway@example.com>",
+                                                 b'To: "open <sip:gateway@example.com>')
+        sock.sendto(bad, stack.bound("udp"))
+        assert (await udp_recv(sock)).startswith(b"SIP/2.0 400 ")
+        assert counts[("sent", "OPTIONS", "4xx", "udp")] == 1
+        assert sum(n for k, n in counts.items() if k[0] == "sent") == 4
+    finally:
+        sock.close()
+        await stack.stop()

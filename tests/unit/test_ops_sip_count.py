@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.ops.sip_count import ResponseCounter, via_transport
-from gateway.sip.message import SipResponse, parse_message
+from gateway.sip.events import RequestReceived
+from gateway.sip.message import SipRequest, SipResponse, error_response, parse_message
+from gateway.sip.transaction import TransactionLayer
 
 
 def response(status: int, method: str, via: str = "SIP/2.0/UDP 192.0.2.1:5060") -> SipResponse:
@@ -79,3 +81,46 @@ def test_a_response_without_via_counts_as_other() -> None:
 @pytest.mark.parametrize("text", ["", "SIP", "SIP/2.0", "SIP/2.0/", "SIP/2.0/ ", "/ / /x"])
 def test_malformed_via_text_counts_as_other(text: str) -> None:
     assert via_transport(text) == "other"
+
+
+def request(method: str, branch: str, call_id: str = "x") -> SipRequest:
+    msg = parse_message((f"{method} sip:c@d SIP/2.0\r\n"
+                         f"Via: SIP/2.0/UDP 192.0.2.1;branch={branch}\r\n"
+                         f"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: {call_id}\r\n"
+                         f"CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n").encode())
+    assert isinstance(msg, SipRequest)
+    return msg
+
+
+def test_layer_reports_its_own_responses_once() -> None:
+    """482, 481, 503 and 100 the layer answers itself; the TU's answer and retransmits are not
+    reported, so the stack can count each response exactly once."""
+    layer = TransactionLayer(max_transactions=2)
+    src = ("192.0.2.1", 5060)
+    layer.receive(request("INVITE", "z9hG4bKi1"), src, False, 0.0)
+    layer.receive(request("INVITE", "z9hG4bKi2"), src, False, 0.0)  # merged: 482
+    layer.receive(request("CANCEL", "z9hG4bKnone", "y"), src, False, 0.0)  # table full: 503
+    layer.handle_timer(0.3)  # the first INVITE's 100 Trying
+    layer.receive(request("INVITE", "z9hG4bKi1"), src, False, 0.4)  # retransmission
+    ev = layer.next_event()
+    assert isinstance(ev, RequestReceived) and ev.tid is not None
+    assert layer.send_response(ev.tid, ev.request.create_response(486, to_tag="t"), 0.5)
+    assert [(r.status, r.cseq.method) for r in layer.own_responses()] == [
+        (482, "INVITE"), (503, "CANCEL"), (100, "INVITE")]
+    assert layer.own_responses() == []
+    sent = layer.messages_to_send()
+    assert [t.data.split(b" ", 2)[1] for t in sent] == [b"482", b"503", b"100", b"100", b"486"]
+    layer.max_transactions = 10
+    layer.receive(request("CANCEL", "z9hG4bKnone", "y"), src, False, 0.6)  # no INVITE: 481
+    assert [r.status for r in layer.own_responses()] == [481]
+
+
+def test_stateless_answer_without_cseq_counts_as_other() -> None:
+    """An answer to a request with a broken CSeq echoes what it can; counting must not raise."""
+    reply = error_response(b"OPTIONS sip:c@d SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bKq"
+                           b"\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: q\r\n\r\n",
+                           400, "t")
+    assert reply is not None
+    c = ResponseCounter()
+    c.sent(reply)
+    assert c.counts == {("sent", "other", "4xx", "tcp"): 1}
