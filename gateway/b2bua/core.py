@@ -74,6 +74,7 @@ class CallCore:
         self._unacked_tid: dict[str, Tid] = {}     # call id -> its entry in _unacked
         self._per_trunk: Counter[str] = Counter()  # live calls per trunk name (max_calls)
         self._late_acks: set[str] = set()          # late offer: B's ACK waits for A's answer
+        self._late_answers: dict[str, tuple[int, bytes]] = {}  # late offer: CSeq, answer in B's ACK
         self.counters: Counter[str] = Counter()
 
     def classify(self, src: MessageSource) -> Trunk | None:
@@ -118,6 +119,7 @@ class CallCore:
                 self._per_trunk[name] -= 1
         self._dialogs.pop((call.a.call_id, call.a.local_tag), None)
         self._dialogs.pop((call.b.call_id, call.b.local_tag), None)
+        self._late_answers.pop(call.id, None)
         ack = self._acks.pop(call.id, None)
         if ack is not None and not ack.done():
             ack.cancel()

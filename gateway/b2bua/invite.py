@@ -69,8 +69,13 @@ class InviteFlow(CallCore):
         if found is not None and found[1].remote_tag == resp.to.tag:
             if found[0].id in self._late_acks:
                 return      # our ACK (with the caller's answer) is still to come
-            leg = found[1]
-            self._ack(request(leg, "ACK", cseq=resp.cseq.number,
+            call, leg = found
+            # the same ACK again (§13.2.2.4): for a late offer, that carries the same answer
+            sent = self._late_answers.get(call.id)
+            body = b""
+            if sent is not None and leg is call.b and sent[0] == resp.cseq.number:
+                body = sent[1]
+            self._ack(request(leg, "ACK", cseq=resp.cseq.number, body=body,
                               user_agent=self.config.gateway.user_agent), leg.trunk, leg.peer)
             return
         trunk = self.classify(source)
@@ -260,8 +265,11 @@ class InviteFlow(CallCore):
             self._acks.pop(call.id, None)
         self._ack(request(call.b, "ACK", cseq=cseq, body=answer or b"", user_agent=ua),
                   call.b.trunk, call.b.peer)
-        if answer is None and call.active:
-            self._end(call, EndReason.ERROR)
+        if answer is None:
+            if call.active:
+                self._end(call, EndReason.ERROR)
+        elif call.active:
+            self._late_answers[call.id] = (cseq, answer)
 
     def _confirm(self, inv: PendingInvite, resp: SipResponse, body: bytes) -> None:
         """Relay B's 2xx to A: the call is answered, A's ACK confirms it."""

@@ -150,7 +150,8 @@ async def scripted_caller() -> ScriptedPeer:
 
 async def test_late_offer_callee_offers_in_2xx_caller_answers_in_ack(rig: Rig) -> None:
     """An INVITE without SDP: the callee offers in its 2xx, the gateway offers on to the caller
-    in its own 2xx, the caller answers in the ACK and the gateway's ACK carries that on."""
+    in its own 2xx, the caller answers in the ACK and the gateway's ACK carries that on; a
+    retransmitted 2xx (as if that ACK were lost) gets the same ACK, answer included."""
     callee = await take_over(rig)
     caller = await scripted_caller()
     a_ep, b_ep = await rig.endpoints()
@@ -186,6 +187,10 @@ async def test_late_offer_callee_offers_in_2xx_caller_answers_in_ack(rig: Rig) -
     caller.transport.sendto(ack.to_bytes(), rig.udp)
     gw_ack, _ = await callee.expect("ACK")
     assert gw_ack.to_tag == "late2xx" and gw_ack.sdp
+    callee.reply(invite, addr, 200, "OK", tag="late2xx", body=offer)
+    re_ack, _ = await callee.expect("ACK")
+    assert re_ack.to_tag == "late2xx" and re_ack.cseq == gw_ack.cseq
+    assert re_ack.sdp == gw_ack.sdp and re_ack.body == gw_ack.body
     b_ep.set_remote(parse_media(gw_ack.body)[0].addr)
     await media_both_ways(a_ep, b_ep)
     caller.transport.sendto(caller_request("BYE", 2, msg.to_tag).to_bytes(), rig.udp)
