@@ -12,21 +12,12 @@ import struct
 import pytest
 
 from tests.integration.test_calls import DOMAIN, Rig, rig
-from tests.support.dtls_peer import BaresipLikePeer
+from tests.support.dtls_peer import BaresipLikePeer, dtls_answer, handshaking_answerer
 from tests.support.phone import answerer, apply_answer, plain_offer
 from tests.support.rtp import RtpEndpoint, pattern_payload
-from tests.support.sdes import parse_media
-from tests.support.sipmsg import SipMessage
+from tests.support.sdes import MediaInfo, parse_media
 
 __all__ = ["rig"]
-
-
-def dtls_answer(peer: BaresipLikePeer, setup: str) -> str:
-    host, port = peer.addr
-    return "\r\n".join([
-        "v=0", f"o=dtlspeer 1 1 IN IP4 {host}", "s=-", f"c=IN IP4 {host}", "t=0 0",
-        f"m=audio {port} UDP/TLS/RTP/SAVP 0", "a=rtpmap:0 PCMU/8000", "a=rtcp-mux",
-        f"a=fingerprint:SHA-256 {peer.fingerprint()}", f"a=setup:{setup}", ""])
 
 
 def rtp(seq: int) -> bytes:
@@ -37,18 +28,14 @@ def rtp(seq: int) -> bytes:
                          indirect=True)
 async def test_plain_rtp_to_dtls_srtp_both_ways(rig: Rig) -> None:
     peer = BaresipLikePeer("client")
-    handshake: list[asyncio.Future[None]] = []
 
-    def answer(invite: SipMessage) -> str:
-        offered = parse_media(invite.body)[0]
+    def check(offered: MediaInfo) -> None:
         assert offered.proto == "UDP/TLS/RTP/SAVP"
         assert "setup:actpass" in offered.attributes
         assert any(a.startswith("fingerprint:sha-256 ") for a in offered.attributes)
         assert not offered.cryptos
-        handshake.append(asyncio.ensure_future(asyncio.to_thread(peer.handshake, offered.addr)))
-        return dtls_answer(peer, "active")
 
-    rig.carrier2.uas.answer = answer
+    rig.carrier2.uas.answer, handshake = handshaking_answerer(peer, check)
     pbx_ep = await RtpEndpoint.open()
     try:
         call = await rig.pbx.invite(f"sip:8100@{DOMAIN}", rig.udp, plain_offer(pbx_ep))
@@ -164,14 +151,7 @@ async def test_reload_turns_a_trunk_to_dtls_srtp(rig: Rig) -> None:
     rig.gw.b2bua.reload(dataclasses.replace(cfg, trunks=trunks))
     assert rig.gw.b2bua.dtls is not None
     peer = BaresipLikePeer("client")
-    handshake: list[asyncio.Future[None]] = []
-
-    def answer(invite: SipMessage) -> str:
-        offered = parse_media(invite.body)[0]
-        handshake.append(asyncio.ensure_future(asyncio.to_thread(peer.handshake, offered.addr)))
-        return dtls_answer(peer, "active")
-
-    rig.carrier2.uas.answer = answer
+    rig.carrier2.uas.answer, handshake = handshaking_answerer(peer)
     pbx_ep = await RtpEndpoint.open()
     try:
         call = await rig.pbx.invite(f"sip:8100@{DOMAIN}", rig.udp, plain_offer(pbx_ep))

@@ -23,12 +23,9 @@ from gateway.ops.status import request
 from tests.integration.test_calls import DOMAIN, establish, media_both_ways
 from tests.integration.test_calls import Rig as CallRig
 from tests.integration.test_calls import rig as call_rig
-from tests.integration.test_calls_dtls import dtls_answer
-from tests.support.dtls_peer import BaresipLikePeer
+from tests.support.dtls_peer import BaresipLikePeer, handshaking_answerer
 from tests.support.phone import answerer, apply_answer, plain_offer
 from tests.support.rtp import RtpEndpoint
-from tests.support.sdes import parse_media
-from tests.support.sipmsg import SipMessage
 
 from .test_ops_admin import get, http
 from .test_ops_gateway import CONFIG, Rig, rig, scrape, wait_for
@@ -67,14 +64,7 @@ async def test_dtls_leg_reports_the_exported_profile(call_rig: CallRig) -> None:
     """On a DTLS-SRTP leg the suite is known only when the handshake exports the keys."""
     rig = call_rig
     peer = BaresipLikePeer("client")
-    handshake: list[asyncio.Future[None]] = []
-
-    def answer(invite: SipMessage) -> str:
-        offered = parse_media(invite.body)[0]
-        handshake.append(asyncio.ensure_future(asyncio.to_thread(peer.handshake, offered.addr)))
-        return dtls_answer(peer, "active")
-
-    rig.carrier2.uas.answer = answer
+    rig.carrier2.uas.answer, handshake = handshaking_answerer(peer)
     pbx_ep = await RtpEndpoint.open()
     try:
         call = await rig.pbx.invite(f"sip:8100@{DOMAIN}", rig.udp, plain_offer(pbx_ep))

@@ -7,12 +7,17 @@ socket, none of the gateway's DTLS code.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import warnings
+from collections.abc import Callable
 
 import pylibsrtp
 from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL, crypto
+
+from tests.support.sdes import MediaInfo, parse_media
+from tests.support.sipmsg import SipMessage
 
 LOOP = "127.0.0.1"
 SHA1_80 = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
@@ -122,3 +127,29 @@ class BaresipLikePeer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def dtls_answer(peer: BaresipLikePeer, setup: str) -> str:
+    """The SDP answer of ``peer``: one PCMU stream over UDP/TLS/RTP/SAVP with its fingerprint."""
+    host, port = peer.addr
+    return "\r\n".join([
+        "v=0", f"o=dtlspeer 1 1 IN IP4 {host}", "s=-", f"c=IN IP4 {host}", "t=0 0",
+        f"m=audio {port} UDP/TLS/RTP/SAVP 0", "a=rtpmap:0 PCMU/8000", "a=rtcp-mux",
+        f"a=fingerprint:SHA-256 {peer.fingerprint()}", f"a=setup:{setup}", ""])
+
+
+def handshaking_answerer(peer: BaresipLikePeer, check: Callable[[MediaInfo], None] | None = None
+                         ) -> tuple[Callable[[SipMessage], str], list[asyncio.Future[None]]]:
+    """A callee's answer function (``SipTestUA.uas.answer``): answers ``setup:active`` and starts
+    ``peer``'s handshake toward the offered media address in a thread. The list receives one
+    future per answered offer, done when that handshake ends; ``check`` sees each offer first."""
+    handshakes: list[asyncio.Future[None]] = []
+
+    def answer(invite: SipMessage) -> str:
+        offered = parse_media(invite.body)[0]
+        if check is not None:
+            check(offered)
+        handshakes.append(asyncio.ensure_future(asyncio.to_thread(peer.handshake, offered.addr)))
+        return dtls_answer(peer, "active")
+
+    return answer, handshakes
