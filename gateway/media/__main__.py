@@ -38,6 +38,7 @@ def _media_section(args: argparse.Namespace) -> MediaSection:
         port_min=args.port_min or base.port_min,
         port_max=args.port_max or base.port_max,
         inactivity_timeout=args.timeout or base.inactivity_timeout,
+        nat_relatch_after=base.nat_relatch_after,
     )
 
 

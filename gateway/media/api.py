@@ -36,6 +36,8 @@ DROP_CAUSES = (
     "no_remote",   # nowhere to send: the other leg has no signalled or latched address
     "malformed",   # too short, not RTP/RTCP, or an SRTP error other than auth/replay
     "send_error",  # the kernel refused the send
+    "repeat_index",  # its SRTP index was already sent under this key (RFC 3711 §9.1), or its
+                     # SSRC's outbound stream was evicted: never protected twice
 )
 
 
@@ -163,6 +165,7 @@ class StreamStats:
     last_packet: float | None = None  # loop time a valid packet was last seen (±1 s)
     latched_rtp: Address | None = None
     latched_rtcp: Address | None = None
+    failed_source: Address | None = None  # where the last packet that failed auth/replay came from
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,7 +117,7 @@ def _info_from_json(d: dict[str, Any]) -> SessionInfo:
 
 def _stream_from_json(d: dict[str, Any]) -> StreamStats:
     d = dict(d)
-    for k in ("latched_rtp", "latched_rtcp"):
+    for k in ("latched_rtp", "latched_rtcp", "failed_source"):
         d[k] = tuple(d[k]) if d[k] is not None else None
     return StreamStats(**d)
 

@@ -53,7 +53,7 @@ POLL_AGAIN = 16     # poll again at once only after a batch at least this large
 _COUNTERS = ("packets_in", "bytes_in", "packets_out", "bytes_out")
 _UNSPECIFIED = ("0.0.0.0", "::")  # canonical text, as _canonical_ip writes them
 _DROPS = ("source", "auth", "replay", "plain_rtcp", "no_keys", "no_remote", "malformed",
-          "send_error")
+          "send_error", "repeat_index")
 
 
 @dataclass(slots=True)
@@ -84,6 +84,7 @@ class MediaRelay:
         self._family = socket.AF_INET6 if ":" in media.address else socket.AF_INET
         self._pool = PortPool(media.port_min, media.port_max)
         self._timeout = media.inactivity_timeout
+        self._relatch_after = media.nat_relatch_after
         self._on_timeout = on_timeout
         self._sessions: dict[str, _Session] = {}
         self._ids = itertools.count(1)
@@ -167,6 +168,8 @@ class MediaRelay:
                     self._pool.busy(port)
                     continue
             ep = LegStream(port, rtcp_mux)
+            ep.clock = self._loop.time
+            ep.relatch_after = self._relatch_after
             self._attach(sess, ep, rtp, rtcp)
             return ep
         log.warning("media.ports_exhausted", free=len(self._pool), size=self._pool.size)

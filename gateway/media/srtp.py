@@ -124,7 +124,9 @@ def _policy(params: SrtpParams, outbound: bool) -> tuple[Any, Any]:
     policy.key = key
     policy.ssrc.type = lib.ssrc_any_outbound if outbound else lib.ssrc_any_inbound
     policy.window_size = REPLAY_WINDOW
-    policy.allow_repeat_tx = 1 if outbound else 0
+    # Never 1: a repeated index under one key reuses keystream/nonce (RFC 3711 §9.1, RFC 7714
+    # §16); libsrtp's outbound replay check refuses it and the relay counts the drop.
+    policy.allow_repeat_tx = 0
     return policy, key
 
 

@@ -7,14 +7,24 @@ Counters are plain ints; every drop is counted by cause. Nothing here logs or re
 an SRTP packet is never copied: libsrtp works in place. The only per-packet objects are a 4-byte
 SSRC slice on plain-to-SRTP legs; a re-key window and RTCP (both rare) copy the packet.
 
-Latching (no "RTP bleed"): an SRTP leg latches the source of a packet only after it
-authenticates (a later authenticated packet from elsewhere moves the latch: NAT rebinding); a
-plain leg admits only the signalled IP, any port (or, with ``nat_learning``, the first source when
-nothing came from the signalled IP first). Packets from anywhere else are dropped and counted.
+Latching (no "RTP bleed", RFC 7362 §4): an SRTP leg latches the source of a packet only after
+it authenticates (a later authenticated packet from elsewhere moves the latch: NAT rebinding). A
+plain leg's packets prove nothing, so it admits only the signalled address *and port*; another
+port on the signalled IP is as foreign as another IP. With ``nat_learning`` it latches the first
+source (the signalled address always takes the latch back), and moves to another source only after
+the latched one has sent nothing for ``relatch_after`` seconds while the other kept sending. That
+one check reads the clock, on the refused-packet path only. Every refused packet is counted.
+
+No SRTP index is ever protected twice under one key (RFC 3711 §9.1, RFC 7714 §16): the outbound
+contexts keep libsrtp's replay check (``allow_repeat_tx`` is off), so a repeated or too old plain
+sequence number is refused by libsrtp and counted as ``repeat_index``; an SSRC whose outbound
+stream was evicted by the MAX_TX_SSRCS cap is refused for the rest of the key's life rather than
+restarted at an index already used.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from socket import htonl
 from typing import Any
@@ -37,6 +47,8 @@ from gateway.media.srtp import (
 
 Sender = Callable[[Any, Address], int]
 MAX_TX_SSRCS = 16
+MAX_EVICTED_SSRCS = 256  # past this, a plain leg's new SSRCs are refused instead of evicting
+RELATCH_AFTER = 1.5  # seconds of silence from the latched source before nat_learning moves
 
 
 def looks_like_plain_rtcp(packet: bytes) -> bool:
@@ -56,14 +68,15 @@ class LegStream:
     """State of one leg for one stream; ``peer`` is the same stream on the other leg."""
 
     __slots__ = (
-        "accept_plain_rtcp", "bytes_in", "bytes_out", "drop_auth", "drop_malformed",
-        "drop_no_keys", "drop_no_remote", "drop_plain_rtcp", "drop_replay", "drop_send_error",
-        "drop_source", "dst_rtcp", "dst_rtp", "dtls_handler", "dtls_rtcp_handler", "last_packet",
-        "latched_rtcp", "latched_rtp", "nat_learning", "packets_in", "packets_out", "peer", "port",
-        "rtcp_mux", "rtcp_rx", "rtcp_rx_handle", "rtcp_tx", "rtcp_tx_handle", "rx", "rx_alt",
-        "rx_alt_handle", "rx_alt_previous", "rx_fresh", "rx_handle", "secure", "send_rtcp",
-        "send_rtp", "signalled_rtcp", "signalled_rtp", "split_rtcp", "tx", "tx_handle",
-        "tx_ssrc", "tx_ssrcs",
+        "accept_plain_rtcp", "bytes_in", "bytes_out", "clock", "drop_auth", "drop_malformed",
+        "drop_no_keys", "drop_no_remote", "drop_plain_rtcp", "drop_repeat_index", "drop_replay",
+        "drop_send_error", "drop_source", "dst_rtcp", "dst_rtp", "dtls_handler",
+        "dtls_rtcp_handler", "failed_source", "last_packet", "latched_rtcp", "latched_rtp",
+        "nat_learning", "packets_in", "packets_out", "peer", "port", "probe_rtcp", "probe_rtp",
+        "relatch_after", "rtcp_admitted", "rtcp_mux", "rtcp_rx", "rtcp_rx_handle", "rtcp_tx",
+        "rtcp_tx_handle", "rx", "rx_alt", "rx_alt_handle", "rx_alt_previous", "rx_fresh",
+        "rx_handle", "secure", "send_rtcp", "send_rtp", "signalled_rtcp", "signalled_rtp",
+        "split_rtcp", "tx", "tx_evicted", "tx_handle", "tx_ssrc", "tx_ssrcs",
     )
 
     def __init__(self, port: int = 0, rtcp_mux: bool = True) -> None:
@@ -89,6 +102,7 @@ class LegStream:
         self.tx_handle: Any = None
         self.tx_ssrc = b""
         self.tx_ssrcs: list[bytes] = []
+        self.tx_evicted: set[bytes] | None = None  # SSRCs whose outbound stream was evicted
         # SRTCP: separate contexts (DTLS association on the RTCP port) or the SRTP ones;
         # split_rtcp (DTLS without rtcp-mux) means only the separate ones, never the SRTP ones.
         self.split_rtcp = False
@@ -101,10 +115,18 @@ class LegStream:
         self.dtls_handler: Callable[[bytes, Address], None] | None = None
         self.dtls_rtcp_handler: Callable[[bytes, Address], None] | None = None
         self.last_packet: float | None = None
+        # nat_learning: the clock (the relay's loop time) and, per RTP/RTCP latch, when a
+        # foreign source was first refused and how many packets the latched source had sent then
+        self.clock: Callable[[], float] = time.monotonic
+        self.relatch_after = RELATCH_AFTER
+        self.probe_rtp: tuple[float, int] | None = None
+        self.probe_rtcp: tuple[float, int] | None = None
+        self.rtcp_admitted = 0
+        self.failed_source: Address | None = None  # the last source whose SRTP did not verify
         self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
         self.drop_source = self.drop_auth = self.drop_replay = self.drop_plain_rtcp = 0
         self.drop_no_keys = self.drop_no_remote = self.drop_malformed = 0
-        self.drop_send_error = 0
+        self.drop_send_error = self.drop_repeat_index = 0
 
     # ------------------------------------------------------------------ hot path
 
@@ -119,7 +141,7 @@ class LegStream:
             else:
                 status = self._unprotect_rekey(buf, n, unprotect_rtp)
             if status:
-                self._rx_failed(status)
+                self._rx_failed(status, addr)
                 return 0
             if addr != self.latched_rtp:
                 self._latch_rtp(addr)
@@ -137,10 +159,13 @@ class LegStream:
             if peer.dst_rtp is None:
                 self.drop_no_remote += 1
                 return 0
-            if rx is None and buf.data[8:12] != peer.tx_ssrc:
-                peer.track_tx_ssrc(buf.data[8:12])
-            if protect_rtp(tx, buf.cdata, lenp):
-                self.drop_malformed += 1
+            if rx is None and buf.data[8:12] != peer.tx_ssrc and not peer.track_tx_ssrc(
+                    buf.data[8:12]):
+                self.drop_repeat_index += 1
+                return 0
+            status = protect_rtp(tx, buf.cdata, lenp)
+            if status:
+                self._tx_failed(status)
                 return 0
             n = lenp[0]
         else:
@@ -174,7 +199,7 @@ class LegStream:
                 n = lenp[0]
                 plain = False
             elif not looks_like_plain_rtcp(original):
-                self._rx_failed(status)
+                self._rx_failed(status, addr)
                 return 0
             elif not self.accept_plain_rtcp or not self._known_ip(addr):
                 self.drop_plain_rtcp += 1
@@ -188,6 +213,7 @@ class LegStream:
             self.drop_source += 1
             return 0
         self.packets_in += 1
+        self.rtcp_admitted += 1
         self.bytes_in += n
         peer = self.peer
         if peer.dst_rtcp is None:
@@ -195,10 +221,12 @@ class LegStream:
             return 0
         if peer.rtcp_tx_handle is not None:
             lenp[0] = n
-            if plain and buf.data[4:8] != peer.tx_ssrc:
-                peer.track_tx_ssrc(buf.data[4:8])
-            if protect_rtcp(peer.rtcp_tx_handle, buf.cdata, lenp):
-                self.drop_malformed += 1
+            if plain and buf.data[4:8] != peer.tx_ssrc and not peer.track_tx_ssrc(buf.data[4:8]):
+                self.drop_repeat_index += 1
+                return 0
+            status = protect_rtcp(peer.rtcp_tx_handle, buf.cdata, lenp)
+            if status:
+                self._tx_failed(status)
                 return 0
             n = lenp[0]
         elif peer.secure:
@@ -249,28 +277,51 @@ class LegStream:
             self.rx_alt, self.rx_alt_handle = fresh, fresh.handle
         self._sync_rtcp()
 
-    def track_tx_ssrc(self, ssrc: bytes) -> None:
-        """Bound the outbound libsrtp streams a plain peer can make us create.
+    def track_tx_ssrc(self, ssrc: bytes) -> bool:
+        """Bound the outbound libsrtp streams a plain peer can make us create; False: refuse.
 
         libsrtp keeps one stream per SSRC for ever; a plain leg's packets are unauthenticated (and
-        spoofable from the signalled IP), so only the MAX_TX_SSRCS most recent SSRCs keep theirs.
+        spoofable from the signalled address), so only the MAX_TX_SSRCS most recent SSRCs keep
+        theirs. An evicted SSRC's stream, with its index history, is gone: were it let back, it
+        would restart at indexes already sent under this key, so it is refused while the key
+        lives. Once MAX_EVICTED_SSRCS have been evicted, new SSRCs are refused instead.
         """
-        self.tx_ssrc = ssrc
+        ssrc = bytes(ssrc)
         seen = self.tx_ssrcs
+        evicted = self.tx_evicted
         if ssrc in seen:
             seen.remove(ssrc)
+        elif evicted is not None and ssrc in evicted:
+            return False
         elif len(seen) >= MAX_TX_SSRCS:
-            gone = htonl(int.from_bytes(seen.pop(0), "big"))
+            if evicted is None:
+                evicted = self.tx_evicted = set()
+            elif len(evicted) >= MAX_EVICTED_SSRCS:
+                return False
+            gone = seen.pop(0)
+            evicted.add(gone)
             for handle in {self.tx_handle, self.rtcp_tx_handle}:
                 if handle is not None:
-                    remove_stream(handle, gone)
+                    remove_stream(handle, htonl(int.from_bytes(gone, "big")))
         seen.append(ssrc)
+        self.tx_ssrc = ssrc
+        return True
 
-    def _rx_failed(self, status: int) -> None:
+    def _rx_failed(self, status: int, addr: Address) -> None:
         if status == AUTH_FAIL:
             self.drop_auth += 1
+            self.failed_source = addr
         elif status in (REPLAY_FAIL, REPLAY_OLD):
             self.drop_replay += 1
+            self.failed_source = addr
+        else:
+            self.drop_malformed += 1
+
+    def _tx_failed(self, status: int) -> None:
+        """libsrtp refused to protect: an index already sent (or too old to tell) is never sent
+        again under the same key (RFC 3711 §9.1); anything else is a malformed packet."""
+        if status in (REPLAY_FAIL, REPLAY_OLD):
+            self.drop_repeat_index += 1
         else:
             self.drop_malformed += 1
 
@@ -288,16 +339,36 @@ class LegStream:
                                                           self.signalled_rtp))
 
     def _admit_plain(self, addr: Address, rtcp: bool) -> bool:
-        """Plain RTP latches only from the signalled IP, or the first source with nat_learning."""
-        signalled = self.signalled_rtp
-        latched = self.latched_rtcp if rtcp else self.latched_rtp
-        if signalled is not None and addr[0] == signalled[0]:
-            pass
-        elif not self.nat_learning or latched is not None:
-            return False
+        """A plain packet from ``addr``, which is not the latched source: latch it or refuse it.
+
+        The signalled address and port always latches. Without nat_learning nothing else does.
+        With it, the first source latches, and another one takes over only once the latched
+        source has been silent for ``relatch_after`` s, measured from the first refused packet.
+        """
+        signalled = self.signalled_rtcp if rtcp else self.signalled_rtp
+        if addr[:2] != signalled:  # IPv6 sources come as (host, port, flowinfo, scope_id)
+            if not self.nat_learning:
+                return False
+            latched = self.latched_rtcp if rtcp else self.latched_rtp
+            if latched is not None:
+                spoken = self.rtcp_admitted if rtcp else self.packets_in - self.rtcp_admitted
+                probe = self.probe_rtcp if rtcp else self.probe_rtp
+                now = self.clock()
+                if probe is None or probe[1] != spoken:
+                    probe = (now, spoken)
+                elif now - probe[0] >= self.relatch_after:
+                    probe = None
+                if rtcp:
+                    self.probe_rtcp = probe
+                else:
+                    self.probe_rtp = probe
+                if probe is not None:
+                    return False
         if rtcp:
+            self.probe_rtcp = None
             self._latch_rtcp(addr)
         else:
+            self.probe_rtp = None
             self._latch_rtp(addr)
         return True
 
@@ -321,7 +392,7 @@ class LegStream:
                                                                 cfg.remote_rtp[1] + 1)
         if cfg.remote_rtp != self.signalled_rtp or remote_rtcp != self.signalled_rtcp:
             self.signalled_rtp, self.signalled_rtcp = cfg.remote_rtp, remote_rtcp
-            self.latched_rtp = self.latched_rtcp = None
+            self.latched_rtp = self.latched_rtcp = self.probe_rtp = self.probe_rtcp = None
         self.dst_rtp = self.latched_rtp or self.signalled_rtp
         self.dst_rtcp = (self.dst_rtp if self.rtcp_mux
                          else self.latched_rtcp or self.signalled_rtcp)
@@ -393,7 +464,7 @@ class LegStream:
         self.tx = new
         self.tx_handle = new.handle if new is not None else None
         if new is None:
-            self.tx_ssrc, self.tx_ssrcs = b"", []
+            self.tx_ssrc, self.tx_ssrcs, self.tx_evicted = b"", [], None
 
     def add_rx(self, params: SrtpParams) -> None:
         """Accept ``params`` inbound as well, until committed by configure() or dropped."""
@@ -436,7 +507,8 @@ class LegStream:
         drops = {"source": self.drop_source, "auth": self.drop_auth,
                  "replay": self.drop_replay, "plain_rtcp": self.drop_plain_rtcp,
                  "no_keys": self.drop_no_keys, "no_remote": self.drop_no_remote,
-                 "malformed": self.drop_malformed, "send_error": self.drop_send_error}
+                 "malformed": self.drop_malformed, "send_error": self.drop_send_error,
+                 "repeat_index": self.drop_repeat_index}
         return StreamStats(self.packets_in, self.bytes_in, self.packets_out, self.bytes_out,
                            self.drop_auth, self.drop_replay, drops, self.last_packet,
-                           self.latched_rtp, self.latched_rtcp)
+                           self.latched_rtp, self.latched_rtcp, self.failed_source)

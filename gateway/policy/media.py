@@ -121,7 +121,8 @@ class SrtpWatch:
         emitted = 0
         for leg, streams in enumerate(stats.legs):
             for index, s in enumerate(streams):
-                source = f"{s.latched_rtp[0]}:{s.latched_rtp[1]}" if s.latched_rtp else None
+                failed = s.failed_source  # the failing packet's source, not the latched peer
+                source = f"{failed[0]}:{failed[1]}" if failed else None
                 emitted += self.report(call_id, f"{leg}.{index}", trunks[leg], s.auth_failures,
                                        s.replays, source)
         return emitted

@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 from gateway.media.api import InvalidParams, LegConfig, SrtpParams, generate_params
 from gateway.media.control import leg_from_json, leg_to_json
 from gateway.media.srtp import PacketBuffer, SrtpContext, stream_rocs
-from gateway.media.stream import LegStream, looks_like_plain_rtcp
+from gateway.media.stream import (
+    MAX_EVICTED_SSRCS,
+    MAX_TX_SSRCS,
+    LegStream,
+    looks_like_plain_rtcp,
+)
 from tests.unit.test_media_srtp import Reference
 
 A = ("127.0.0.1", 4000)      # leg 0 peer (signalled)
@@ -82,21 +87,81 @@ def test_attacker_first_never_latches_srtp_leg() -> None:
     assert (s.auth_failures, s.replays, s.packets_in, s.drops["auth"]) == (2, 1, 1, 2)
 
 
-def test_plain_leg_admits_only_the_signalled_ip() -> None:
+def test_plain_leg_admits_only_the_signalled_address_and_port() -> None:
+    """RFC 7362 §4 (RTP bleed): another port of the signalled IP is as foreign as another IP,
+    before the first genuine packet and after it; nothing refused moves the latch."""
     pair = Pair(LegConfig(remote_rtp=A), LegConfig(remote_rtp=B))
+    same_ip = ("127.0.0.1", 4100)
     assert pair.feed(0, rtp(1), EVIL) is None
-    assert pair.legs[0].drop_source == 1
-    assert pair.feed(0, rtp(2), ("127.0.0.1", 4100)) == rtp(2)  # same IP, port rebinding
-    assert pair.legs[0].dst_rtp == ("127.0.0.1", 4100)
-    assert pair.feed(0, rtp(3), EVIL) is None
+    assert pair.feed(0, rtp(2), same_ip) is None
+    assert pair.legs[0].drop_source == 2 and pair.legs[0].latched_rtp is None
+    assert pair.feed(0, rtp(3), A) == rtp(3)
+    assert pair.feed(0, rtp(4), same_ip) is None
+    assert pair.feed(0, rtp(5), EVIL) is None
+    assert pair.legs[0].drop_source == 4 and pair.legs[0].dst_rtp == A
     assert pair.legs[1].packets_out == 1
 
 
-def test_nat_learning_latches_first_source_then_sticks() -> None:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_nat_learning_latches_first_source_and_moves_only_after_silence() -> None:
     pair = Pair(LegConfig(nat_learning=True), LegConfig(remote_rtp=B))
+    clock = pair.legs[0].clock = Clock()
+    pair.legs[0].relatch_after = 1.5
+    other = ("127.0.0.77", 9)
     assert pair.feed(0, rtp(1), EVIL) == rtp(1)
-    assert pair.feed(0, rtp(2), ("127.0.0.77", 9)) is None
+    for seq in range(2, 40):  # both talk: the latched source keeps the latch however long
+        clock.now += 0.1
+        assert pair.feed(0, rtp(seq), other) is None
+        assert pair.feed(0, rtp(seq + 1000), EVIL) is not None
     assert pair.legs[0].dst_rtp == EVIL
+    for _ in range(15):  # EVIL silent; silence counts from the first refused packet
+        clock.now += 0.1
+        assert pair.feed(0, rtp(50), other) is None
+    clock.now += 0.11
+    assert pair.feed(0, rtp(51), other) == rtp(51)  # 1.5 s without EVIL: NAT rebinding
+    assert pair.legs[0].dst_rtp == other
+    assert pair.feed(0, rtp(1100), EVIL) is None
+    assert pair.legs[0].drop_source == 38 + 15 + 1
+
+
+def test_nat_learning_gives_the_latch_back_to_the_signalled_address() -> None:
+    pair = Pair(LegConfig(remote_rtp=A, nat_learning=True), LegConfig(remote_rtp=B))
+    pair.legs[0].clock = Clock()
+    assert pair.feed(0, rtp(1), EVIL) == rtp(1)  # first source, before the PBX spoke
+    assert pair.feed(0, rtp(2), A) == rtp(2)
+    assert pair.feed(0, rtp(3), EVIL) is None
+    assert pair.legs[0].dst_rtp == A
+
+
+def test_duplicate_plain_index_is_never_protected_twice() -> None:
+    """RFC 3711 §9.1 / RFC 7714: same SSRC and sequence number, other payload -> dropped."""
+    keys = {"tx": generate_params("AEAD_AES_256_GCM"), "rx": generate_params("AEAD_AES_256_GCM")}
+    pair = Pair(LegConfig(remote_rtp=A), LegConfig(remote_rtp=B, rx=keys["rx"], tx=keys["tx"]))
+    assert pair.feed(0, rtp(7, payload=b"\x01" * 160), A) is not None
+    assert pair.feed(0, rtp(7, payload=b"\x02" * 160), A) is None
+    assert pair.feed(0, rtp(6, payload=b"\x03" * 160), A) is not None  # reordered, unseen
+    assert pair.feed(0, rtp(6, payload=b"\x04" * 160), A) is None
+    s = pair.legs[0].stats()
+    assert s.drops["repeat_index"] == 2 and pair.legs[1].packets_out == 2
+
+
+def test_evicted_tx_ssrc_never_comes_back_at_a_used_index() -> None:
+    keys = {"tx": generate_params(SUITE), "rx": generate_params(SUITE)}
+    pair = Pair(LegConfig(remote_rtp=A), LegConfig(remote_rtp=B, rx=keys["rx"], tx=keys["tx"]))
+    assert pair.feed(0, rtp(1, ssrc=1), A) is not None
+    for ssrc in range(2, 2 + MAX_TX_SSRCS):  # evicts SSRC 1
+        assert pair.feed(0, rtp(1, ssrc=ssrc), A) is not None
+    assert pair.feed(0, rtp(1, ssrc=1, payload=b"\x09" * 160), A) is None
+    assert pair.feed(0, rtp(2, ssrc=1), A) is None
+    assert pair.feed(0, rtcp_rr(ssrc=1), A, rtcp=True) is None
+    assert pair.legs[0].drop_repeat_index == 3
 
 
 def test_plain_leg_without_address_drops_and_unconfigured_peer_counts_no_remote() -> None:
@@ -340,10 +405,17 @@ def test_plain_peer_cannot_grow_outbound_srtp_streams_without_bound() -> None:
         assert out is not None and b_rx.unprotect(out) == rtp(ssrc, ssrc=ssrc)
     tracked = pair.legs[1].tx_ssrcs
     assert len(tracked) == 16 and tracked[-1] == (100).to_bytes(4, "big")
-    out = pair.feed(0, rtp(500, ssrc=1), A)  # an evicted SSRC comes back: a fresh stream
-    assert out is not None and b_rx.unprotect(out) == rtp(500, ssrc=1)
+    # an evicted SSRC coming back would restart at used indexes: refused, counted
+    assert pair.feed(0, rtp(500, ssrc=1), A) is None
+    assert pair.legs[0].drop_repeat_index == 1
     out = pair.feed(0, rtcp_rr(ssrc=7777), A, rtcp=True)
     assert out is not None and len(pair.legs[1].tx_ssrcs) == 16
+    for ssrc in range(10_000, 10_000 + MAX_EVICTED_SSRCS):  # the evicted set is bounded too
+        pair.feed(0, rtp(1, ssrc=ssrc), A)
+    evicted = pair.legs[1].tx_evicted
+    assert evicted is not None and len(evicted) == MAX_EVICTED_SSRCS
+    assert pair.feed(0, rtp(1, ssrc=99_999), A) is None  # full: new SSRCs refused, none evicted
+    assert len(evicted) == MAX_EVICTED_SSRCS and len(pair.legs[1].tx_ssrcs) == 16
 
 
 @settings(max_examples=300, deadline=None)
@@ -372,7 +444,8 @@ def test_dtls_leg_without_mux_keys_srtcp_from_its_own_association() -> None:
     wrong = SrtpContext(rtp_in, outbound=True)
     with_rtp_keys = wrong.protect(rtcp_rr(), rtcp=True)
     assert pair.feed(0, with_rtp_keys, A, rtcp=True) is None
-    assert pair.feed(1, rtcp_rr(0xB), B, rtcp=True) is None
+    b_rtcp = (B[0], B[1] + 1)
+    assert pair.feed(1, rtcp_rr(0xB), b_rtcp, rtcp=True) is None
     assert pair.legs[0].drop_no_keys == 1 and pair.legs[1].drop_no_keys == 1
     pair.legs[0].configure(LegConfig(remote_rtp=A, rtcp_mux=False, dtls=True, rx=rtp_in,
                                      tx=rtp_out, rtcp_rx=rtcp_in, rtcp_tx=rtcp_out))
@@ -381,7 +454,7 @@ def test_dtls_leg_without_mux_keys_srtcp_from_its_own_association() -> None:
     assert pair.feed(0, peer_tx.protect(rtcp_rr(), rtcp=True), A, rtcp=True) == rtcp_rr()
     later = wrong.protect(rtcp_rr(), rtcp=True)  # SRTCP index 2: past the replay check
     assert pair.feed(0, later, A, rtcp=True) is None and pair.legs[0].drop_auth == 1
-    out = pair.feed(1, rtcp_rr(0xB), B, rtcp=True)
+    out = pair.feed(1, rtcp_rr(0xB), b_rtcp, rtcp=True)
     assert SrtpContext(rtcp_out, outbound=False).unprotect(out or b"", rtcp=True) == rtcp_rr(0xB)
     packet = SrtpContext(rtp_in, outbound=True).protect(rtp(1))
     assert pair.feed(0, packet, A) == rtp(1)  # RTP keeps the RTP association's keys

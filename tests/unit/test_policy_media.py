@@ -80,7 +80,8 @@ def test_srtp_watch_threshold_events() -> None:
 def test_report_session_from_relay_stats() -> None:
     from gateway.media.api import SessionStats, StreamStats
 
-    stats = SessionStats("s1", ((StreamStats(auth_failures=70, latched_rtp=("127.0.0.1", 4000)),),
+    stats = SessionStats("s1", ((StreamStats(auth_failures=70, latched_rtp=("127.0.0.1", 4000),
+                                             failed_source=("127.0.0.9", 7)),),
                                 (StreamStats(replays=10),)))
     buf = io.StringIO()
     h = attach_siem(stream=buf)
@@ -91,4 +92,5 @@ def test_report_session_from_relay_stats() -> None:
     finally:
         detach_siem(h)
     doc = json.loads(buf.getvalue())
-    assert (doc["leg"], doc["trunk"], doc["source"]) == ("0.0", "carrier", "127.0.0.1:4000")
+    # the source that failed, not the legitimate latched peer
+    assert (doc["leg"], doc["trunk"], doc["source"]) == ("0.0", "carrier", "127.0.0.9:7")
