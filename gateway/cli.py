@@ -103,6 +103,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo_main(Path(args.workdir) if args.workdir else None)
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    from gateway.tools.probe.report import exit_code, render_json, render_table
+    from gateway.tools.probe.runner import ProbeOptions, run_probe
+    from gateway.tools.probe.target import ScopeError, parse_endpoint, parse_host, parse_local
+
+    try:
+        opts = ProbeOptions(
+            target=parse_endpoint(args.target), profile=args.profile,
+            cert=Path(args.cert) if args.cert else None,
+            key=Path(args.key) if args.key else None, ca=Path(args.ca) if args.ca else None,
+            domain=args.domain,
+            legacy_side=parse_local(args.legacy_side) if args.legacy_side else None,
+            stranger_source=args.stranger_source,
+            plain_sip=parse_endpoint(args.plain_sip) if args.plain_sip else None,
+            media_hosts=tuple(parse_host(h) for h in args.media_host),
+            extension=args.extension, number=args.number, flood=args.flood,
+            max_time=args.max_time)
+    except ScopeError as exc:
+        print(f"srtpgw: probe: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    findings, meta = run_probe(opts)
+    print(render_json(findings, meta) if args.json else render_table(findings, meta))
+    return exit_code(findings)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="srtpgw",
@@ -155,6 +180,35 @@ def build_parser() -> argparse.ArgumentParser:
         group = sp.add_mutually_exclusive_group(required=True)
         group.add_argument("-c", "--config", help="config file (its [admin] listen address)")
         group.add_argument("--admin", help="admin address host:port")
+
+    probe = add("probe", cmd_probe, "assess one SBC or trunk you name: TLS, exposure, screening, "
+                "flood, media policy, RTP bleed, topology hiding (docs/probe.md)")
+    probe.add_argument("target", metavar="TARGET",
+                       help="TRANSPORT:HOST:PORT (udp, tcp, tls) or sip:/sips: URI with a port")
+    probe.add_argument("--profile", choices=("interconnect", "pbx"), default="interconnect",
+                       help="what the target claims to be (default: interconnect)")
+    probe.add_argument("--cert", help="client certificate the target trusts (mutual TLS)")
+    probe.add_argument("--key", help="private key of --cert")
+    probe.add_argument("--ca", help="CA file to verify the target's certificate chain")
+    probe.add_argument("--domain", help="the target's SIP domain (certificate SAN, R-URI host)")
+    probe.add_argument("--legacy-side", metavar="ADDR",
+                       help="local IP:PORT the target sends its legacy-side calls to; enables "
+                            "RTP bleed and topology hiding checks")
+    probe.add_argument("--stranger-source", metavar="IP",
+                       help="local IP to send from as an unknown source (UDP/TCP targets)")
+    probe.add_argument("--plain-sip", metavar="TARGET",
+                       help="the target's non-TLS SIP listener, for the SDES-over-plain check")
+    probe.add_argument("--media-host", metavar="IP", action="append", default=[],
+                       help="a host the target's media lives on besides TARGET (repeatable); "
+                            "the probe sends RTP nowhere else")
+    probe.add_argument("--extension", help="a user known to exist, for the enumeration check")
+    probe.add_argument("--number", default="probe",
+                       help="the user part probe calls go to (default: probe)")
+    probe.add_argument("--flood", type=int, default=300,
+                       help="requests in the flood burst, at most 1000 (default: 300)")
+    probe.add_argument("--max-time", type=float, default=240.0,
+                       help="seconds the whole run may take (default: 240)")
+    probe.add_argument("--json", action="store_true", help="print the report as JSON")
 
     demo = add("demo", cmd_demo, "run a loopback call legacy UA <-> gateway <-> secure UA")
     demo.add_argument("--workdir", help="directory for keys, config and logs (default: temp)")

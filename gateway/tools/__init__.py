@@ -1,0 +1,1 @@
+"""Tools that stand above the gateway (demo helpers, the outward probe); they import anything."""
