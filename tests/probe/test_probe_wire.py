@@ -5,8 +5,11 @@ check must be able to fail)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,3 +138,17 @@ def test_bleed_check_catches_a_latching_relay(latching: bool) -> None:
         assert finding.must_failed and obs.secure_stranger_got > 0
     else:
         assert finding.result == "pass", finding.evidence
+
+
+def test_a_target_that_does_not_answer_is_a_failed_must_not_a_pass() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+    result = subprocess.run([sys.executable, "-m", "gateway.cli", "probe",
+                             f"udp:127.0.0.1:{port}", "--profile", "pbx", "--json"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1, result.stderr
+    doc = json.loads(result.stdout)
+    checks = {f["check"]: f["result"] for f in doc["findings"]}
+    assert checks["sip.options"] == "fail"
+    assert "media.plain_rtp_refused" not in checks  # nothing judged on silence

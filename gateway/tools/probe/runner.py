@@ -73,6 +73,7 @@ class Run:
     findings: list[Finding] = field(default_factory=list)
     responses: list[SipResponse] = field(default_factory=list)
     local_ips: set[str] = field(default_factory=set)
+    reachable: bool = True  # the probe's own OPTIONS was answered
 
     @property
     def target(self) -> Endpoint:
@@ -162,11 +163,14 @@ def check_tls(run: Run) -> list[Finding]:
 
 
 def check_reachable(run: Run) -> list[Finding]:
+    """Without an answer to its own OPTIONS, silence elsewhere would prove nothing."""
     ex, ch = run.ask("OPTIONS", run.opts.number)
     if ch is not None:
         ch.close()
-    return [info("sip.options", f"OPTIONS with the probe's identity: {ex.describe()}",
-                 "RFC 3261 §11")]
+    run.reachable = ex.answered
+    return [judge(ex.answered, "sip.options", "MUST", f"OPTIONS with the probe's identity: "
+                  f"{ex.describe()}" + ("" if ex.answered else "; SIP checks not run"),
+                  "RFC 3261 §11")]
 
 
 def check_exposure(run: Run) -> list[Finding]:
@@ -411,6 +415,8 @@ def run_probe(opts: ProbeOptions) -> tuple[list[Finding], dict[str, object]]:
             ("media", lambda r: check_media(r, legacy)), ("screening", check_screening),
             ("answers", check_answers), ("flood", check_flood)]
         for name, fn in steps:
+            if not run.reachable:
+                break
             if legacy is not None:
                 guard.media_hosts.update(legacy.sources())
             if not _family(run, name, fn):

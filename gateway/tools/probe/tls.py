@@ -227,6 +227,10 @@ def judge_mtls(obs: TlsObservations, level: str) -> list[Finding]:
 
 def judge_all(obs: TlsObservations, domain: str | None, mtls_level: str,
               now: datetime.datetime) -> list[Finding]:
+    if not any(_accepted(f) for f in obs.versions.values()):
+        reasons = sorted({_refusal(f) for f in obs.versions.values()})
+        return [judge(False, "tls.handshake", "MUST", "no TLS version accepted: "
+                      + "; ".join(reasons), REF_VERSIONS)]
     return [*judge_versions(obs), *judge_suites(obs), judge_compression(obs),
             judge_renegotiation(obs), *judge_certificate(obs, domain, now),
             *judge_mtls(obs, mtls_level)]
