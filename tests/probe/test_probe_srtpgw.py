@@ -51,3 +51,22 @@ def test_hardened_srtpgw_passes_every_check(tmp_path: Path, procs: Procs) -> Non
     assert got["media.rtp_bleed"]["details"]["delivered"] > 0
     assert doc["packets_sent"] < 4000
     assert "Traceback" not in gw.proc.output()  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_hardened_srtpgw_legacy_listener_as_a_pbx_side(tmp_path: Path, procs: Procs) -> None:
+    """The UDP side with ``--profile pbx``: a stranger (another loopback source) gets silence;
+    the PBX's own source gets RFC answers and is rate-limited."""
+    gw = HardenedGateway(tmp_path, free_port("127.0.0.1", tcp=False))
+    gw.start(procs)
+    result = run_probe([gw.udp_target, "--profile", "pbx", "--stranger-source", "127.0.0.2",
+                        "--domain", GATEWAY_DOMAIN, "--extension", "100", "--json"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    got = {f["check"]: f for f in json.loads(result.stdout)["findings"]}
+    assert not [c for c, f in got.items() if f["result"] == "fail"]
+    for check in ("exposure.unknown_source", "exposure.unauthenticated_invite",
+                  "exposure.unauthenticated_register", "exposure.enumeration"):
+        assert got[check]["result"] == "pass" and "silence" in got[check]["evidence"], check
+    assert got["media.sdes_over_insecure"]["result"] == "pass"
+    assert got["flood.burst"]["result"] == "pass"
+    assert got["tls.transport"]["result"] == "pass"  # a PBX side need not speak TLS

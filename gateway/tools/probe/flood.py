@@ -39,7 +39,9 @@ class FloodObservation:
 
 
 def burst(channel: Channel, make: Callable[[int], SipRequest], count: int, seconds: float,
-          drain: float = 2.0) -> FloodObservation:
+          quiet: float = 1.0, drain: float = 5.0) -> FloodObservation:
+    """Send the burst, then read until every request is answered, the target has been quiet
+    for ``quiet`` seconds, or ``drain`` seconds passed: a slow target is not a limiting one."""
     obs = FloodObservation()
     index: dict[str, int] = {}
     start = time.monotonic()
@@ -55,8 +57,12 @@ def burst(channel: Channel, make: Callable[[int], SipRequest], count: int, secon
                 _read(channel, index, obs, 0.001)
         obs.seconds = time.monotonic() - start
         end = time.monotonic() + drain
-        while time.monotonic() < end and not channel.closed_by_peer:
-            _read(channel, index, obs, min(0.2, max(0.01, end - time.monotonic())))
+        last, seen = time.monotonic(), len(obs.statuses)
+        while (now := time.monotonic()) < end and now - last < quiet and len(
+                obs.statuses) < obs.sent and not channel.closed_by_peer:
+            _read(channel, index, obs, 0.1)
+            if len(obs.statuses) != seen:
+                last, seen = time.monotonic(), len(obs.statuses)
     except ChannelError as exc:
         obs.error = str(exc)
         obs.seconds = obs.seconds or time.monotonic() - start

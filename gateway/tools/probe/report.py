@@ -10,7 +10,7 @@ from gateway.tools.probe.findings import Finding
 
 EXIT_OK = 0
 EXIT_MUST_FAILED = 1
-_WIDTHS = (30, 11, 56, 32)
+_WIDTHS = (34, 11, 54, 32)
 
 
 def result_label(f: Finding) -> str:

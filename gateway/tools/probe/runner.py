@@ -184,7 +184,7 @@ def check_exposure(run: Run) -> list[Finding]:
     for method in ("OPTIONS", "INVITE", "REGISTER"):
         kw: dict[str, object] = {}
         if method == "INVITE":
-            kw = {"body": media.build_offer("192.0.2.1", 9, "RTP/AVP").body}
+            kw = {"body": media.build_offer(_local_ip(run), 9, "RTP/AVP").body}
         ex, ch = run.ask(method, o.number, stranger=True, **kw)
         if ch is not None:
             if method == "INVITE" and ex.request is not None:
