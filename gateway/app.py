@@ -22,7 +22,7 @@ from gateway.config import Config
 from gateway.media.api import UnknownSession
 from gateway.media.relay import MediaRelay
 from gateway.ops.gateway_view import attach_ops
-from gateway.ops.log import get_logger
+from gateway.ops.log import configure_security_events, get_logger
 from gateway.policy.acl import Source
 from gateway.policy.events import SiemHandler, configure_siem, detach_siem
 from gateway.policy.firewall import Firewall
@@ -76,6 +76,7 @@ class Gateway:
         return self.b2bua.calls
 
     async def start(self) -> None:
+        configure_security_events(self.config.firewall.log_interval)
         self.siem = configure_siem(self.config)
         await self.stack.start()
         self._arm_sweep()
@@ -104,6 +105,7 @@ class Gateway:
     def reload_security(self, config: Config) -> None:
         """Firewall rules, SRTP alert threshold and SIEM sink from a reloaded config."""
         self.siem = configure_siem(config, self.siem)  # can fail (path): before the rest
+        configure_security_events(config.firewall.log_interval)
         self.firewall.reload(config)
         self.srtp_watch.threshold = config.firewall.srtp_auth_failure_threshold
 

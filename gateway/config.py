@@ -7,12 +7,14 @@ default on a security gateway.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -134,6 +136,12 @@ class AdminSection:
     listen: HostPort = HostPort("127.0.0.1", 9060)
     cert_warning_days: int = 14
     drain_timeout: float = 30.0
+    token_file: Path | None = None  # bearer token (file mode 0600) for POSTs and remote GETs
+    allowed_hosts: tuple[str, ...] = ()  # Host header values besides the bound address
+
+    @property
+    def loopback(self) -> bool:
+        return _is_loopback(self.listen.host)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +234,7 @@ class Trunk:
     pass_headers: tuple[str, ...] = DEFAULT_PASS_HEADERS
     deny_headers: tuple[str, ...] = ()
     rate_limit: RateLimit = RateLimit()
+    pike: PikeSection | None = None  # this trunk's own flood limits (None: [firewall.pike])
     no_route_status: int = 404
     peer_srv: bool = False  # peer is a host name without a port: located by DNS SRV (RFC 3263)
 
@@ -338,7 +347,60 @@ class _Reader:
     def finish(self) -> None:
         for name in self.table:
             if name not in self.used:
-                raise self.error(name, "unknown key")
+                raise self.error(name, _unknown(name, tuple(self.used)))
+
+
+def _unknown(name: str, known: tuple[str, ...]) -> str:
+    near = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {near[0]!r}?" if near else f"; known keys: {', '.join(sorted(known))}"
+    return f"unknown key{hint}"
+
+
+# What keys each table may hold: None for a value, a dict for a table, [dict] for an array
+# of tables. Built from the dataclasses, so a new field is a known key at once.
+_Schema = dict[str, Any]
+
+
+def _keys(cls: type, **tables: Any) -> _Schema:
+    return {**{f.name: None for f in fields(cls)}, **tables}
+
+
+def _schema() -> _Schema:
+    pike = _keys(PikeSection)
+    trunk = {k: v for k, v in _keys(Trunk, route=[_keys(Route)], rate_limit=_keys(RateLimit),
+                                    pike=pike).items() if k not in ("peer_srv", "routes")}
+    root = _keys(Config, gateway=_keys(GatewaySection), logging=_keys(LoggingSection),
+                 tls=_keys(TlsSection), dtls=_keys(DtlsSection), media=_keys(MediaSection),
+                 sip=_keys(SipSection), admin=_keys(AdminSection), cdr=_keys(CdrSection),
+                 firewall=_keys(FirewallSection, pike=pike), listener=[_keys(Listener)],
+                 trunk=[trunk])
+    return {k: v for k, v in root.items()
+            if k not in ("path", "warnings", "listeners", "trunks")}
+
+
+def _check_keys(file: str, table: Any, schema: _Schema, path: str) -> None:
+    """Refuse unknown keys, in every table, before any value is read: a misspelt key or table
+    must be reported by its own name, not as whatever its absence makes go wrong later.
+    Wrong value types are left to the section readers."""
+    if not isinstance(table, dict):
+        return
+    for name, value in table.items():
+        key = f"{path}.{name}" if path else name
+        if name not in schema:
+            raise ConfigError(file, key, _unknown(name, tuple(schema)))
+        sub = schema[name]
+        if isinstance(sub, list) and isinstance(value, list):
+            for i, item in enumerate(value):
+                _check_keys(file, item, sub[0], f"{key}[{i}]")
+        elif isinstance(sub, dict):
+            _check_keys(file, value, sub, key)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _tname(value: Any) -> str:
@@ -530,16 +592,52 @@ def _dns_servers(r: _Reader) -> tuple[HostPort, ...]:
     return tuple(out)
 
 
-def _admin(r: _Reader) -> AdminSection:
+def _admin(r: _Reader, base: Path) -> AdminSection:
     d = AdminSection()
+    hosts = r.strings("allowed_hosts", d.allowed_hosts)
+    for i, h in enumerate(hosts):
+        if not (_HOSTNAME.match(h) or _is_ip_text(h)):
+            raise ConfigError(r.file, f"{r.key('allowed_hosts')}[{i}]",
+                              f"{h!r} is neither a host name nor an IP address (no port)")
     out = AdminSection(
         enabled=r.get("enabled", bool, d.enabled),
         listen=_hostport_field(r, "listen", d.listen, None),
         cert_warning_days=r.number("cert_warning_days", d.cert_warning_days, 0, 3650, True),
         drain_timeout=r.number("drain_timeout", d.drain_timeout, 0, 86400),
+        token_file=r.path_value("token_file", None, base),
+        allowed_hosts=tuple(h.lower().strip("[]") for h in hosts),
     )
     r.finish()
     return out
+
+
+def _is_ip_text(text: str) -> bool:
+    try:
+        parse_ip(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def read_admin_token(file: str, path: Path) -> str:
+    """The admin token: the file's first line, from a file nobody but its owner can read."""
+    key = "admin.token_file"
+    try:
+        st = os.stat(path)
+        with open(path, encoding="utf-8") as fh:
+            token = fh.readline().strip()
+    except OSError as exc:
+        raise ConfigError(file, key, f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(file, key, f"{path} is not UTF-8 text") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(file, key, f"{path} is not a regular file")
+    if st.st_mode & 0o077:
+        raise ConfigError(file, key, f"{path} is readable by others (mode "
+                          f"{stat.S_IMODE(st.st_mode):04o}); chmod 600 it")
+    if len(token) < 16:
+        raise ConfigError(file, key, f"{path}: the token must be at least 16 characters")
+    return token
 
 
 def _cdr(r: _Reader, base: Path) -> CdrSection:
@@ -553,10 +651,7 @@ def _cdr(r: _Reader, base: Path) -> CdrSection:
     return out
 
 
-def _firewall(r: _Reader) -> FirewallSection:
-    d = FirewallSection()
-    p = r.sub("pike")
-    dp = PikeSection()
+def _pike(p: _Reader, dp: PikeSection) -> PikeSection:
     pike = PikeSection(
         enabled=p.get("enabled", bool, dp.enabled),
         window=p.number("window", dp.window, 0.1, 3600),
@@ -564,6 +659,12 @@ def _firewall(r: _Reader) -> FirewallSection:
         ban_time=p.number("ban_time", dp.ban_time, 1, 86400 * 7),
     )
     p.finish()
+    return pike
+
+
+def _firewall(r: _Reader) -> FirewallSection:
+    d = FirewallSection()
+    pike = _pike(r.sub("pike"), PikeSection())
     deny = r.strings("user_agent_deny", d.user_agent_deny)
     for i, pat in enumerate(deny):
         try:
@@ -634,7 +735,7 @@ def _names_service(text: object, peer: HostPort) -> bool:
     return False
 
 
-def _trunk(r: _Reader) -> Trunk:
+def _trunk(r: _Reader, pike: PikeSection) -> Trunk:
     d = Trunk(name="", side="legacy", transport="udp", peer=HostPort("0.0.0.0", 1), listener="",
               media="rtp")
     transport = r.choice("transport", ("udp", "tcp", "tls"), None)
@@ -699,6 +800,7 @@ def _trunk(r: _Reader) -> Trunk:
         pass_headers=pass_headers,
         deny_headers=deny_headers,
         rate_limit=_rate_limit(r.sub("rate_limit")),
+        pike=_pike(r.sub("pike"), pike) if "pike" in r.table else None,
         no_route_status=r.number("no_route_status", 404, 400, 699, True),
     )
     r.finish()
@@ -782,6 +884,8 @@ def _check_files(cfg: Config, file: str) -> None:
     if any(t.media == "dtls-srtp" for t in cfg.trunks):
         for name in ("certificate", "private_key"):
             _readable(file, f"dtls.{name}", getattr(cfg.dtls, name))
+    if cfg.admin.enabled and cfg.admin.token_file is not None:
+        read_admin_token(file, cfg.admin.token_file)
 
 
 def _readable(file: str, key: str, path: Path) -> None:
@@ -817,13 +921,15 @@ def config_from_dict(raw: dict[str, Any], *, file: str = "<config>", base: Path 
                      check_files: bool = True) -> Config:
     base = base or Path.cwd()
     root = _Reader(file, raw, "")
+    _check_keys(file, raw, _schema(), "")
     section: Callable[[str], _Reader] = root.sub
+    firewall = _firewall(section("firewall"))
     listeners = tuple(
         _listener(_Reader(file, item, f"listener[{i}]"))
         for i, item in enumerate(root.get("listener", list, []))
     )
     trunks = tuple(
-        _trunk(_Reader(file, item, f"trunk[{i}]"))
+        _trunk(_Reader(file, item, f"trunk[{i}]"), firewall.pike)
         for i, item in enumerate(root.get("trunk", list, []))
     )
     if not listeners:
@@ -836,9 +942,9 @@ def config_from_dict(raw: dict[str, Any], *, file: str = "<config>", base: Path 
         dtls=_dtls(section("dtls"), base),
         media=_media(section("media")),
         sip=_sip(section("sip")),
-        admin=_admin(section("admin")),
+        admin=_admin(section("admin"), base),
         cdr=_cdr(section("cdr"), base),
-        firewall=_firewall(section("firewall")),
+        firewall=firewall,
         listeners=listeners,
         trunks=trunks,
     )

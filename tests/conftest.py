@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.ops.log import reset_security_events
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 RFC4475_DIR = SHARED / "rfc4475"
@@ -47,3 +49,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
         report.outcome = "failed"
         report.longrepr = f"interop test skipped under CI=true: {report.longrepr}"
     return report
+
+
+@pytest.fixture(autouse=True)
+def _fresh_security_events() -> None:
+    """Each test starts with the event rate limit of a fresh process (nothing written yet)."""
+    reset_security_events(60.0)

@@ -87,6 +87,7 @@ class Call:
     answered_at: float | None = None
     ended_at: float | None = None
     end_reason: EndReason | None = None
+    final_status: int | None = None  # the final response the caller got to its INVITE
     reinvite_pending: bool = False   # an offer/answer exchange in progress (glare -> 491)
 
     def other(self, leg: Leg) -> Leg:

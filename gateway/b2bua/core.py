@@ -189,6 +189,8 @@ class CallCore:
         if inv.closed:
             return
         inv.closed = status >= 200
+        if inv.closed:
+            inv.call.final_status = status
         self._reply(inv.tid, inv.request, status, leg=inv.call.a, body=body, extra=extra)
 
     async def _bye(self, leg: Leg) -> None:

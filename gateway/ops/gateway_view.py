@@ -16,7 +16,7 @@ from gateway.b2bua.media import dtls_context
 from gateway.config import Config
 from gateway.media.api import SessionStats, UnknownSession
 from gateway.ops.cdr import CallRecord, LegRecord
-from gateway.ops.log import get_logger
+from gateway.ops.log import get_logger, security_events_suppressed
 from gateway.ops.metrics import Stats
 from gateway.ops.service import OpsService
 from gateway.sip.errors import SipParseError
@@ -91,7 +91,7 @@ class GatewayOps:
             drops=dict(totals.drops),
             firewall_hits=fw,
             firewall_accepted=gw.firewall.accepted,
-            firewall_suppressed_reports=gw.firewall.suppressed_reports,
+            firewall_suppressed_reports=sum(security_events_suppressed().values()),
             bans_active=len(gw.firewall.bans(gw.loop.time())),
             bans_total=fw.get("pike.ban", 0),
             ports_used=self._pairs - totals.ports_free,
@@ -189,14 +189,13 @@ class GatewayOps:
                     rec.auth_failures += s.auth_failures
                     rec.replays += s.replays
             legs.append(rec)
-        status = 200 if call.answered_at is not None else (
-            487 if call.end_reason == EndReason.CANCELLED else None)
         return CallRecord(
             call=call.id, from_trunk=call.a.trunk.name, to_trunk=call.b.trunk.name,
             start=wall(call.created) or wall_now, answer=wall(call.answered_at),
             end=wall(call.ended_at) or wall_now,
             end_cause=call.end_reason.value if call.end_reason else "unknown",
-            final_status=status, caller=_user(call.a.remote_uri), callee=_user(call.a.local_uri),
+            final_status=call.final_status, caller=_user(call.a.remote_uri),
+            callee=_user(call.a.local_uri),
             legs=legs)
 
     def _session_stats(self, call: Call) -> SessionStats | None:

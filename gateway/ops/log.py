@@ -2,7 +2,8 @@
 
 Every record passes a redaction filter before it is rendered, so SDES ``inline:`` values, PEM
 private keys and raw key bytes cannot reach a log line even if a caller passes them by mistake.
-Security events go to the ``srtpgw.security`` logger so that a SIEM sink can be attached there.
+Security events go to the ``srtpgw.security`` logger so that a SIEM sink can be attached there;
+they are rate-limited on the way (``gateway.ops.event_limit``), every occurrence still counted.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ import logging
 import re
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from gateway.ops.event_limit import EventLimiter, source_of
 
 ROOT = "srtpgw"
 _RESERVED = {"exc_info", "stack_info", "stacklevel", "extra"}
@@ -139,15 +144,54 @@ def get_logger(layer: str) -> StructLogger:
 
 
 _security = get_logger("security")
+_limiter = EventLimiter()
+SecurityTap = Callable[[str, dict[str, Any]], None]
+_taps: list[SecurityTap] = []
 
 
-def security_event(kind: str, **fields: Any) -> None:
+def security_event(kind: str, *, now: float | None = None, **fields: Any) -> bool:
     """A security-relevant happening (ban, rule hit, TLS or SRTP failure) for SIEM ingestion.
 
-    Any layer may call this; sinks (log file, JSON event stream, metrics) subscribe to the
-    ``srtpgw.security`` logger. Fields are redacted like any log record.
+    Any layer may call this, once per occurrence: at most one event per source (the ``source``
+    or ``peer`` field's address) and kind is written per interval (``firewall.log_interval``),
+    carrying ``suppressed``, the number held back since the previous one, so a flood cannot
+    flood the logs. Taps (``add_security_tap``, for counters) see every occurrence; sinks (log
+    file, SIEM stream) subscribe to the ``srtpgw.security`` logger and see what is written.
+    ``now`` is the caller's monotonic clock when it has one. Returns whether it was written.
     """
-    _security.warning(kind, **fields)
+    for tap in _taps:
+        tap(kind, fields)
+    held = _limiter.admit(kind, source_of(fields), time.monotonic() if now is None else now)
+    if held is None:
+        return False
+    _security.warning(kind, suppressed=held, **fields)
+    return True
+
+
+def add_security_tap(tap: SecurityTap) -> None:
+    if tap not in _taps:
+        _taps.append(tap)
+
+
+def remove_security_tap(tap: SecurityTap) -> None:
+    if tap in _taps:
+        _taps.remove(tap)
+
+
+def configure_security_events(interval: float) -> None:
+    """The rate-limit interval (``firewall.log_interval``); at start and on reload."""
+    _limiter.configure(interval)
+
+
+def security_events_suppressed() -> Counter[str]:
+    """Security events held back by the rate limit since start, by kind."""
+    return Counter(_limiter.suppressed)
+
+
+def reset_security_events(interval: float | None = None) -> None:
+    """Forget what was written (a fresh process's state; tests start from it)."""
+    global _limiter
+    _limiter = EventLimiter(interval if interval is not None else _limiter.interval)
 
 
 def setup_logging(level: str = "info", fmt: str = "kv", file: Path | None = None) -> None:

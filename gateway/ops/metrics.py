@@ -82,7 +82,8 @@ _COUNTERS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
      "tls_handshakes", ("result",)),
     ("call_events", "Call layer events: calls.started, calls.answered, failed.<code>, ...",
      "call_events", ("event",)),
-    ("security_events", "Security events by kind (rate-limited reports, see the log)",
+    ("security_events", "Security events by kind, every occurrence (the log holds at most "
+     "one per source and kind per interval)",
      "security_events", ("kind",)),
     ("tls_handshake_failures", "TLS handshakes that failed, by reason", "tls_failures",
      ("reason",)),
@@ -122,7 +123,8 @@ class StatsCollector(Collector):
         yield CounterMetricFamily(f"{PREFIX}_firewall_accepted", "Requests the firewall "
                                   "accepted", value=s.firewall_accepted)
         yield CounterMetricFamily(f"{PREFIX}_firewall_suppressed_reports", "Security events "
-                                  "held back by the per-rule report budget",
+                                  "held back by the rate limit (one per source and kind per "
+                                  "firewall.log_interval, 100 per kind)",
                                   value=s.firewall_suppressed_reports)
         yield CounterMetricFamily(f"{PREFIX}_cdr_write_errors", "CDR lines that could not be "
                                   "written", value=s.cdr_write_errors)

@@ -58,6 +58,14 @@ class Acl:
             return False
         return any(_in(addr, r.networks) for r in self._by_listener.get(listener, ()))
 
+    def network_trunk(self, listener: str, ip: str) -> Trunk | None:
+        """The first trunk on this listener whose networks hold this address."""
+        addr = _address(ip)
+        if addr is None:
+            return None
+        return next((r.trunk for r in self._by_listener.get(listener, ())
+                     if _in(addr, r.networks)), None)
+
     def classify(self, source: Source) -> Trunk | None:
         """The first trunk whose network, identity and fingerprint rules the source meets."""
         if source in self._cache:

@@ -3,9 +3,14 @@
 ``admit`` runs on every message before the SIP stack parses it and must stay cheap: ban list,
 then source ACL (network and TLS identity). ``inspect`` runs on every parsed request: trunk
 classification, pike counting, screening rules, then token buckets for requests that start
-something. Every refusal is counted by rule name and reported at most once per source and rule
-per ``firewall.log_interval``, so a flood cannot flood the logs too. Acceptances and held-back
-reports are counted apart from the rule hits, so ``counters()`` holds rule names only.
+something. Every refusal is counted by rule name and reported as a security event, which the
+event path writes at most once per source and rule per ``firewall.log_interval``. Acceptances
+are counted apart from the rule hits, so ``counters()`` holds rule names only.
+
+Pike counts and bans per listener and transport: a flood of spoofable UDP carrying a trunk
+peer's address bans that address on the UDP listener only, never on the TLS listener where the
+peer authenticates. A trunk with its own ``[trunk.pike]`` is counted with those limits (or not
+at all when it sets ``enabled = false``).
 """
 
 from __future__ import annotations
@@ -14,10 +19,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
-from gateway.config import Config, Trunk
+from gateway.config import Config, PikeSection, Trunk
 from gateway.ops.log import get_logger, security_event
 from gateway.policy.acl import Acl, Source
-from gateway.policy.bounded import BoundedTable
 from gateway.policy.pike import Ban, Pike
 from gateway.policy.ratelimit import RateLimiter
 from gateway.policy.screening import Screening, parse_rule
@@ -29,7 +33,6 @@ log = get_logger("policy")
 _NO_TOKENS = frozenset({"ACK", "CANCEL"})
 # Methods that create a dialog (RFC 3261 §12, RFC 6665 for SUBSCRIBE, RFC 3515 for REFER).
 _DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER"})
-REPORTS_PER_RULE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +58,8 @@ class Firewall:
         self._max_sources = max_sources
         self._pike = Pike(config.firewall.pike, max_sources=max_sources, max_bans=max_sources)
         self._limiter = RateLimiter(max_sources=max_sources)
-        self._reported: BoundedTable[tuple[str, str], list[float]] = BoundedTable(max_sources)
-        self._budget: dict[str, list[float]] = {}
         self._counts: Counter[str] = Counter()
-        self.accepted = 0            # requests inspected and accepted
-        self.suppressed_reports = 0  # security events held back by the per-rule budget
+        self.accepted = 0  # requests inspected and accepted
         self._apply(config)
 
     def _apply(self, config: Config) -> None:
@@ -67,7 +67,6 @@ class Firewall:
         self._acl = Acl(config)
         self._screening = Screening(config)
         self._unknown_drop = config.firewall.unknown_source == "drop"
-        self._interval = config.firewall.log_interval
 
     def reload(self, config: Config) -> None:
         self._apply(config)
@@ -77,7 +76,7 @@ class Firewall:
     # ----------------------------------------------------------------- before parsing
     def admit(self, source: Source, now: float) -> bool:
         """May the stack spend a parse on this message? Banned or unknown sources: no."""
-        if self._pike.banned(source.ip, now):
+        if self._pike.banned(source.ip, now, _scope(source)):
             self._counts["pike.banned"] += 1
             return False
         if self._acl.classify(source) is not None:
@@ -91,7 +90,7 @@ class Firewall:
         No identity exists yet, so only the network is checked; every message on the
         connection then passes ``admit`` with the peer certificate's identities.
         """
-        if self._pike.banned(source.ip, now):
+        if self._pike.banned(source.ip, now, _scope(source)):
             self._counts["pike.banned"] += 1
             return False
         if self._acl.network_allows(source.listener, source.ip):
@@ -114,7 +113,7 @@ class Firewall:
             if self._unknown_drop:
                 return Verdict("drop", rule="acl.unknown_source")
             return Verdict("reject", rule="acl.unknown_source", status=403, reason="Forbidden")
-        if self._hit(source, now) or self._pike.banned(source.ip, now):
+        if self._hit(source, now, trunk) or self._pike.banned(source.ip, now, _scope(source)):
             self._counts["pike.banned"] += 1
             return Verdict("drop", trunk, "pike.banned")
         rejection, denied = self._screening.screen(request, trunk)
@@ -148,30 +147,39 @@ class Firewall:
         rule = parse_rule(status, reason)
         self._counts[rule] += 1
         self._report(rule, source, now, status=status, reason=reason[:120])
-        self._hit(source, now)
+        self._hit(source, now, self._trunk_of(source))
         return rule
 
     def report_tls_failure(self, source: Source, reason: str, now: float) -> None:
         """A TLS handshake or client-certificate check failed on a listener."""
         self._counts["tls.failure"] += 1
         self._report("tls.failure", source, now, reason=reason[:200])
-        self._hit(source, now)
+        self._hit(source, now, self._trunk_of(source))
 
     # ----------------------------------------------------------------- bans
-    def _hit(self, source: Source, now: float) -> bool:
-        ban = self._pike.hit(source.ip, now)
+    def _trunk_of(self, source: Source) -> Trunk | None:
+        """The trunk a source belongs to, by identity, else by network alone (a failed TLS
+        handshake has no identity yet)."""
+        return self._acl.classify(source) or self._acl.network_trunk(source.listener,
+                                                                     source.ip)
+
+    def _hit(self, source: Source, now: float, trunk: Trunk | None = None) -> bool:
+        settings: PikeSection = (trunk.pike if trunk is not None and trunk.pike is not None
+                                 else self._pike.settings)
+        ban = self._pike.hit(source.ip, now, _scope(source), settings)
         if ban is None:
             return False
         self._counts["pike.ban"] += 1
-        security_event("pike.ban", source=source.ip, listener=source.listener,
-                       ban_time=round(ban.until - ban.since, 3),
-                       window=self._pike.settings.window,
-                       max_requests=self._pike.settings.max_requests)
+        security_event("pike.ban", now=now, source=source.ip, listener=source.listener,
+                       transport=source.transport, trunk=trunk.name if trunk else None,
+                       ban_time=round(ban.until - ban.since, 3), window=settings.window,
+                       max_requests=settings.max_requests)
         return True
 
     def ban(self, ip: str, duration: float, now: float, reason: str = "operator") -> Ban:
+        """An operator's ban: on every listener."""
         ban = self._pike.ban(ip, now, duration, reason)
-        security_event("pike.ban", source=ip, ban_time=duration, reason=reason)
+        security_event("pike.ban", now=now, source=ip, ban_time=duration, reason=reason)
         return ban
 
     def unban(self, ip: str) -> bool:
@@ -190,25 +198,12 @@ class Firewall:
         return {"tracked_sources": self._pike.tracked, "rate_limited_sources": len(self._limiter)}
 
     def _report(self, rule: str, source: Source, now: float, **fields: object) -> None:
-        """One security event per (rule, source) per interval, carrying the suppressed count.
+        """A security event per refusal; the event path rate-limits it (once per source and
+        rule per interval, with the suppressed count)."""
+        security_event(f"firewall.{rule}", now=now, source=source.ip, port=source.port,
+                       listener=source.listener, transport=source.transport, **fields)
 
-        A spray from many addresses is capped too: at most REPORTS_PER_RULE events per rule
-        per interval whatever the number of sources.
-        """
-        key = (rule, source.ip)
-        seen = self._reported.get(key)
-        if seen is not None and now - seen[0] < self._interval:
-            seen[1] += 1
-            return
-        budget = self._budget.get(rule)
-        if budget is None or now - budget[0] >= self._interval:
-            budget = self._budget[rule] = [now, 0]
-        if budget[1] >= REPORTS_PER_RULE:
-            self.suppressed_reports += 1
-            return
-        budget[1] += 1
-        suppressed = int(seen[1]) if seen is not None else 0
-        self._reported.put(key, [now, 0])
-        security_event(f"firewall.{rule}", source=source.ip, port=source.port,
-                       listener=source.listener, transport=source.transport,
-                       suppressed=suppressed, **fields)
+
+def _scope(source: Source) -> str:
+    """Where a ban applies: the listener and transport the flood came in on."""
+    return f"{source.listener}/{source.transport}"

@@ -187,3 +187,21 @@ def test_prometheus_alerts_use_real_metrics() -> None:
         exported.update(s.name for s in fam.samples)
     named = {m for r in group["rules"] for m in re.findall(r"srtpgw_[a-z_]+", r["expr"])}
     assert named and named <= exported, named - exported
+
+
+_KILL_BY_NAME = re.compile(r"\b(pkill|killall|pidof)\b|\bkill\b[^\n]*\$\(\s*pgrep")
+
+
+def test_nothing_stops_processes_by_name() -> None:
+    """A process-name kill (``pkill -x kamailio``) also kills instances this run did not start
+    (a developer's own, another checkout's tests): CI stops the distribution's services by unit
+    or init script, and each test stops what it started by its pid."""
+    files = [ROOT / ".ci" / "run", ROOT / "Makefile",
+             *sorted((ROOT / "tests").rglob("*.py")), *sorted((ROOT / "benchmarks").rglob("*.py"))]
+    offenders = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}"
+                 for path in files if path != Path(__file__).resolve()
+                 for n, line in enumerate(path.read_text().splitlines(), 1)
+                 if _KILL_BY_NAME.search(line) and not line.lstrip().startswith("#")]
+    assert offenders == []
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'systemctl stop "$svc.service"' in ci and '"/etc/init.d/$svc" stop' in ci
