@@ -22,7 +22,7 @@ from gateway.config import Config
 from gateway.media.api import UnknownSession
 from gateway.media.relay import MediaRelay
 from gateway.ops.gateway_view import attach_ops
-from gateway.ops.log import configure_security_events, get_logger
+from gateway.ops.log import configure_security_events, get_logger, log_loop_exceptions
 from gateway.policy.acl import Source
 from gateway.policy.events import SiemHandler, configure_siem, detach_siem
 from gateway.policy.firewall import Firewall
@@ -220,6 +220,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None,
     a test process, where frozen objects would outlive the test).
     """
     stop = stop or asyncio.Event()
+    log_loop_exceptions(asyncio.get_running_loop())
     gw = Gateway(config)
     ops = attach_ops(gw, on_drained=stop.set)
     try:

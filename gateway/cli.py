@@ -13,7 +13,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gateway import __version__
-from gateway.config import Config, ConfigError, HostPort, load_config, parse_hostport
+from gateway.config import (
+    Config,
+    ConfigError,
+    HostPort,
+    load_config,
+    parse_hostport,
+    read_admin_token,
+)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -29,11 +36,15 @@ def _load(path: str) -> Config:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.app import run
-    from gateway.ops.log import setup_logging
+    from gateway.ops.log import capture_stray_output, get_logger, setup_logging
 
-    cfg = _load(args.config)
+    cfg = load_config(args.config)
     level = args.log_level or cfg.logging.level
     setup_logging(level, cfg.logging.format, cfg.logging.file)
+    capture_stray_output()  # from here on, everything goes through the structured log
+    log = get_logger("config")
+    for warning in cfg.warnings:
+        log.warning("config.warning", file=args.config, detail=warning)
     return run(cfg)
 
 
@@ -79,22 +90,29 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return code
 
 
-def _admin_address(args: argparse.Namespace) -> HostPort:
+def _admin_target(args: argparse.Namespace) -> tuple[HostPort, str | None]:
+    """The admin address and token: from the config, or from --admin and --token-file."""
     if args.admin:
-        return parse_hostport(args.admin)
-    return load_config(args.config, check_files=False).admin.listen
+        token_file = Path(args.token_file) if args.token_file else None
+        return parse_hostport(args.admin), (
+            read_admin_token(args.token_file, token_file) if token_file else None)
+    admin = load_config(args.config, check_files=False).admin
+    token = read_admin_token(args.config, admin.token_file) if admin.token_file else None
+    return admin.listen, token
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from gateway.ops.status import main as status_main
 
-    return status_main(_admin_address(args))
+    admin, token = _admin_target(args)
+    return status_main(admin, token=token)
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
     from gateway.ops.status import main_reload
 
-    return main_reload(_admin_address(args))
+    admin, token = _admin_target(args)
+    return main_reload(admin, token=token)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -180,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         group = sp.add_mutually_exclusive_group(required=True)
         group.add_argument("-c", "--config", help="config file (its [admin] listen address)")
         group.add_argument("--admin", help="admin address host:port")
+        sp.add_argument("--token-file", help="admin token file (with --admin; with -c the "
+                        "config's [admin] token_file is used)")
 
     probe = add("probe", cmd_probe, "assess one SBC or trunk you name: TLS, exposure, screening, "
                 "flood, media policy, RTP bleed, topology hiding (docs/probe.md)")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.ops.log import reset_security_events
+from tests.support.logcheck import RecordCheck, check_watched
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -55,3 +56,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
 def _fresh_security_events() -> None:
     """Each test starts with the event rate limit of a fresh process (nothing written yet)."""
     reset_security_events(60.0)
+
+
+@pytest.fixture(autouse=True)
+def _structured_log_only():  # type: ignore[no-untyped-def]
+    """Nothing a gateway under test writes may fall outside its structured log (issue 13
+    item 2): see tests/support/logcheck.py."""
+    check = RecordCheck()
+    check.attach()
+    try:
+        yield
+    finally:
+        check.detach()
+    problems = check.problems + check_watched()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)

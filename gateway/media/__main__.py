@@ -21,7 +21,7 @@ import uvloop
 from gateway.config import ConfigError, MediaSection, load_config
 from gateway.media.control import ControlServer
 from gateway.media.relay import MediaRelay
-from gateway.ops.log import setup_logging
+from gateway.ops.log import capture_stray_output, get_logger, log_loop_exceptions, setup_logging
 
 
 def _name_process(name: bytes) -> None:
@@ -45,6 +45,7 @@ def _media_section(args: argparse.Namespace) -> MediaSection:
 async def serve(media: MediaSection, control: str) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    log_loop_exceptions(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server: ControlServer | None = None
@@ -75,15 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log-level", default="warning")
     args = ap.parse_args(argv)
     setup_logging(args.log_level)
+    capture_stray_output()  # stderr carries the structured log only
+    log = get_logger("media")
     _name_process(b"srtpgw-media")
     try:
         media = _media_section(args)
         uvloop.run(serve(media, args.control))
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        log.error("media.config_error", error=str(exc))
         return 2
     except (ValueError, OSError) as exc:
-        print(f"media relay: {exc}", file=sys.stderr)
+        log.error("media.failed", error=f"{type(exc).__name__}: {exc}")
         return 1
     return 0
 

@@ -8,10 +8,12 @@ they are rate-limited on the way (``gateway.ops.event_limit``), every occurrence
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -211,12 +213,85 @@ def log_handler(fmt: str = "kv", file: Path | None = None) -> logging.Handler:
 
 
 def install_log_handler(handler: logging.Handler, level: str = "info") -> None:
-    """Replace our previous handler with ``handler``."""
+    """Replace our previous handler with ``handler`` (on the Python root logger too, once
+    ``capture_stray_output`` has put one there)."""
     root = logging.getLogger(ROOT)
-    for h in list(root.handlers):
-        if getattr(h, "_srtpgw", False):
-            root.removeHandler(h)
-            h.close()
+    stray = logging.getLogger()
+    captured = any(getattr(h, "_srtpgw", False) for h in stray.handlers)
+    for logger in (root, stray):
+        for h in list(logger.handlers):
+            if getattr(h, "_srtpgw", False):
+                logger.removeHandler(h)
+                if logger is root:
+                    h.close()
     root.addHandler(handler)
     root.setLevel(level.upper())
     root.propagate = False
+    if captured:
+        stray.addHandler(handler)
+
+
+_process = get_logger("process")
+
+
+def capture_stray_output() -> None:
+    """For a process that is the gateway: nothing may reach stderr outside the structured log.
+
+    Records of other loggers (asyncio's "Exception in callback", libraries), ``warnings``,
+    uncaught exceptions in the main thread, in threads and in ``__del__`` (unraisable) all go
+    through our handler, so a JSON log stays one JSON object per line.
+    """
+    stray = logging.getLogger()
+    ours = next((h for h in logging.getLogger(ROOT).handlers if getattr(h, "_srtpgw", False)),
+                None)
+    if ours is not None and ours not in stray.handlers:
+        for h in list(stray.handlers):
+            stray.removeHandler(h)
+        stray.addHandler(ours)
+    logging.captureWarnings(True)
+    sys.excepthook = _uncaught
+    threading.excepthook = _uncaught_in_thread
+    sys.unraisablehook = _unraisable
+
+
+def _uncaught(kind: type[BaseException], exc: BaseException, tb: Any) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        return
+    _process.error("process.uncaught_exception", error=repr(exc), exc_info=(kind, exc, tb))
+
+
+def _uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    _process.error("process.thread_exception", thread=getattr(args.thread, "name", None),
+                   error=repr(args.exc_value),
+                   exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+
+def _unraisable(args: Any) -> None:
+    exc = args.exc_value
+    _process.error("process.unraisable", error=repr(exc), where=repr(args.object)[:200],
+                   message=args.err_msg,
+                   exc_info=(args.exc_type, exc, args.exc_traceback) if exc else None)
+
+
+def log_loop_exceptions(loop: asyncio.AbstractEventLoop) -> None:
+    """Exceptions the event loop catches (callbacks, tasks nobody awaited, protocol
+    callbacks) become one structured ``loop.exception`` record instead of asyncio's plain
+    text traceback."""
+    loop.set_exception_handler(_loop_exception)
+
+
+_loop_log = get_logger("loop")
+
+
+def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    exc = context.get("exception")
+    fields: dict[str, Any] = {"message": str(context.get("message", ""))[:300]}
+    for key in ("task", "future", "handle", "protocol", "transport"):
+        if key in context:
+            fields[key] = repr(context[key])[:200]
+    if isinstance(exc, BaseException):
+        fields["error"] = repr(exc)[:300]
+        fields["exc_info"] = (type(exc), exc, exc.__traceback__)
+    _loop_log.error("loop.exception", **fields)

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from gateway import __version__
-from gateway.config import Config
-from gateway.ops.admin import AdminServer
+from gateway.config import AdminSection, Config, read_admin_token
+from gateway.ops.admin import AdminServer, Guard
 from gateway.ops.cdr import CallRecord, CdrWriter
 from gateway.ops.drain import Drainer, DrainResult
 from gateway.ops.health import (
@@ -50,6 +50,14 @@ class GatewayView(Protocol):
     async def end_calls(self, cause: str) -> None: ...
 
 
+def admin_guard(cfg: Config) -> Guard:
+    """The admin endpoint's Host allow-list and token for a config (the bound address stays
+    until a restart; the token and host names follow reloads)."""
+    a: AdminSection = cfg.admin
+    token = read_admin_token(str(cfg.path), a.token_file) if a.token_file is not None else None
+    return Guard.for_listen(a.listen, token, a.allowed_hosts)
+
+
 class OpsService:
     def __init__(self, config: Config, view: GatewayView,
                  clock: Callable[[], float] = time.time,
@@ -64,7 +72,8 @@ class OpsService:
         self.cdr = CdrWriter(config.cdr)
         self.reloader = Reloader(config.path, config, self._apply)
         self.drainer = Drainer(view.active_calls, view.end_calls, config.admin.drain_timeout)
-        self.admin = AdminServer(self, config.admin.listen) if config.admin.enabled else None
+        self.admin = (AdminServer(self, config.admin.listen, admin_guard(config))
+                      if config.admin.enabled else None)
         self.certs: tuple[CertInfo, ...] = ()
         self.cert_errors: tuple[str, ...] = ()
         self.drain_result: DrainResult | None = None
@@ -144,6 +153,7 @@ class OpsService:
 
     def _apply(self, new: Config) -> None:
         """Steps that can fail (a log file that cannot be opened, the gateway's own) first."""
+        guard = admin_guard(new) if self.admin is not None else None  # a token file can fail
         handler = None
         if new.logging != self.config.logging:
             handler = log_handler(new.logging.format, new.logging.file)
@@ -155,6 +165,8 @@ class OpsService:
             raise
         if handler is not None:
             install_log_handler(handler, new.logging.level)
+        if self.admin is not None and guard is not None:
+            self.admin.guard = guard
         self.cdr.configure(new.cdr)
         self.drainer.timeout = new.admin.drain_timeout
         self.config = new

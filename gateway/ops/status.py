@@ -16,10 +16,14 @@ class AdminUnreachable(Exception):
     """The admin endpoint did not answer with a usable response."""
 
 
-def request(admin: HostPort, method: str, path: str) -> tuple[int, dict[str, Any]]:
+def request(admin: HostPort, method: str, path: str,
+            token: str | None = None) -> tuple[int, dict[str, Any]]:
     conn = http.client.HTTPConnection(admin.host, admin.port, timeout=TIMEOUT)
+    headers = {"Content-Length": "0"} if method == "POST" else {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
     try:
-        conn.request(method, path, headers={"Content-Length": "0"} if method == "POST" else {})
+        conn.request(method, path, headers=headers)
         resp = conn.getresponse()
         body = resp.read(1 << 20)
     except (OSError, http.client.HTTPException) as exc:
@@ -73,25 +77,31 @@ def render_status(doc: dict[str, Any], out: TextIO) -> None:
                [(c["name"], str(c["days_left"]), c["path"]) for c in certs], out)
 
 
-def main(admin: HostPort, out: TextIO | None = None) -> int:
+def main(admin: HostPort, out: TextIO | None = None, token: str | None = None) -> int:
     """Print the gateway's state; exit 0 if it answered, 1 if not."""
     out = out or sys.stdout
     try:
-        _, doc = request(admin, "GET", "/status")
+        code, doc = request(admin, "GET", "/status", token)
     except AdminUnreachable as exc:
         print(f"srtpgw status: {exc}", file=sys.stderr)
+        return 1
+    if code != 200:
+        print(f"srtpgw status: {admin} answered {code}: {doc.get('error')}", file=sys.stderr)
         return 1
     render_status(doc, out)
     return 0
 
 
-def main_reload(admin: HostPort, out: TextIO | None = None) -> int:
+def main_reload(admin: HostPort, out: TextIO | None = None, token: str | None = None) -> int:
     """Ask the gateway to reload; exit 0 if it took the new config, 1 if refused or unreachable."""
     out = out or sys.stdout
     try:
-        _, doc = request(admin, "POST", "/reload")
+        code, doc = request(admin, "POST", "/reload", token)
     except AdminUnreachable as exc:
         print(f"srtpgw reload: {exc}", file=sys.stderr)
+        return 1
+    if code in (400, 401, 403, 421):
+        print(f"srtpgw reload: {admin} answered {code}: {doc.get('error')}", file=sys.stderr)
         return 1
     if not doc.get("ok"):
         print(f"srtpgw reload: refused, the running config stays: {doc.get('error')}",

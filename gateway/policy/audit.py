@@ -160,7 +160,20 @@ def _pike(cfg: Config) -> Iterator[Finding]:
     p = cfg.firewall.pike
     yield Finding("firewall.pike", "SHOULD", "PASS" if p.enabled else "WARN",
                   f"flood bans: more than {p.max_requests} requests in {p.window:g}s ban a "
-                  f"source for {p.ban_time:g}s" if p.enabled else "flood bans are off")
+                  f"source for {p.ban_time:g}s on the listener it floods"
+                  if p.enabled else "flood bans are off")
+    for t in cfg.trunks:
+        tp = t.pike
+        if tp is None:
+            continue
+        if not tp.enabled:
+            yield Finding(f"trunk.{t.name}.pike", "SHOULD", "WARN",
+                          "exempt from flood bans: its sources are never banned (rate limits "
+                          "still apply)")
+        else:
+            yield Finding(f"trunk.{t.name}.pike", "SHOULD", "PASS",
+                          f"own flood limit: more than {tp.max_requests} requests in "
+                          f"{tp.window:g}s ban for {tp.ban_time:g}s")
 
 
 def _unknown_sources(cfg: Config) -> Iterator[Finding]:
@@ -208,6 +221,13 @@ def _admin(cfg: Config) -> Iterator[Finding]:
     yield Finding("admin.listen", "SHOULD", "PASS" if loopback else "WARN",
                   f"admin interface on {cfg.admin.listen}"
                   + ("" if loopback else ": reachable from the network"))
+    if not loopback and cfg.admin.token_file is None:
+        yield Finding("admin.token_file", "SHOULD", "WARN",
+                      f"admin interface on {cfg.admin.listen} without a token: anyone who "
+                      "reaches it reads /metrics and /status (POST /reload is refused)")
+    elif cfg.admin.token_file is not None:
+        yield Finding("admin.token_file", "SHOULD", "PASS",
+                      "POSTs (and remote GETs but the probes) need the bearer token")
 
 
 CHECKS: tuple[Check, ...] = (_tls_version, _tls_ciphers, _mtls, _secure_signalling,

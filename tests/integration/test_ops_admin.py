@@ -199,8 +199,8 @@ async def test_reload_good_and_bad_config(ops: OpsService) -> None:
     assert "admin.listen" in out.getvalue()  # the fixture runs on port 0: a restart item
     assert view.applied[-1].trunk("pbx").max_calls == 77  # type: ignore[attr-defined]
     path.write_text(path.read_text().replace('media = "srtp"', 'media = "rtp"'))
-    code, _, body = await http(ops.admin.address,
-                               b"POST /reload HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+    code, _, body = await http(ops.admin.address, b"POST /reload HTTP/1.1\r\nHost: localhost\r\n"
+                               b"Content-Length: 0\r\n\r\n")
     doc = json.loads(body)
     assert code == 409 and not doc["ok"] and "trunk[1].media" in doc["error"]
     assert ops.config.trunk("pbx").max_calls == 77 and len(view.applied) == 1  # type: ignore
@@ -221,14 +221,20 @@ async def test_sighup_reloads(ops: OpsService) -> None:
 
 
 @pytest.mark.parametrize(("raw", "code"), [
-    (b"GET /nope HTTP/1.1\r\n\r\n", 404),
-    (b"GET /reload HTTP/1.1\r\n\r\n", 405),
-    (b"POST /metrics HTTP/1.1\r\n\r\n", 405),
-    (b"BREW /metrics HTTP/1.1\r\n\r\n", 405),
+    (b"GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 404),
+    (b"GET /reload HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 405),
+    (b"POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 405),
+    (b"BREW /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 405),
     (b"GET /metrics HTTP/9\r\n\r\n", 400),
     (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", 431),
     (b"POST /reload HTTP/1.1\r\nContent-Length: 5000\r\n\r\n", 413),
-    (b"POST /reload HTTP/1.1\r\nOrigin: http://evil.example\r\n\r\n", 403),
+    (b"POST /reload HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\n\r\n",
+     403),
+    (b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://evil.example\r\n\r\n",
+     403),
+    (b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nSec-Fetch-Site: cross-site\r\n\r\n", 403),
+    (b"GET /status HTTP/1.1\r\n\r\n", 400),  # no Host
+    (b"GET /status HTTP/1.1\r\nHost: rebind.attacker.example:9060\r\n\r\n", 421),
 ])
 async def test_strict_http(ops: OpsService, raw: bytes, code: int) -> None:
     got, headers, body = await http(ops.admin.address, raw)
@@ -247,11 +253,14 @@ async def test_slow_request_times_out(ops: OpsService, monkeypatch: pytest.Monke
 
 
 async def test_connection_cap(ops: OpsService, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over the cap, work is refused but the probes still answer (issue 13 item 13: 32 idle
+    connections made /healthz answer 503, and the liveness probe restarted the gateway)."""
     idle = [await asyncio.open_connection(*ops.admin.address.addr)
             for _ in range(admin_mod.MAX_CONNECTIONS)]
     await asyncio.sleep(0.1)
-    code, _, _ = await get(ops.admin.address, "/healthz")
-    assert code == 503
+    assert (await get(ops.admin.address, "/metrics"))[0] == 503
+    assert (await get(ops.admin.address, "/healthz"))[0] == 200
+    assert (await get(ops.admin.address, "/readyz"))[0] == 200
     for _, w in idle:
         w.close()
     await asyncio.sleep(0.1)

@@ -37,6 +37,7 @@ from gateway.ops.keys import (
 )
 from gateway.ops.service import OpsService
 from gateway.ops.status import request
+from tests.support.logcheck import assert_structured
 
 from .test_ops_admin import get, http
 
@@ -392,7 +393,9 @@ async def test_srtpgw_run_sighup_and_sigterm(tmp_path: Path) -> None:
         assert rl.returncode == 1 and "refused" in rl.stderr and "max_calls" in rl.stderr
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 15) == 0
-        assert b"config.reload_refused" in proc.stderr.read()  # type: ignore[union-attr]
+        err = proc.stderr.read().decode()  # type: ignore[union-attr]
+        assert "config.reload_refused" in err
+        assert_structured(err, "kv", "srtpgw run stderr")
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)

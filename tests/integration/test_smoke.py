@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from gateway.ops.keys import init_keys
+from tests.support.logcheck import assert_structured
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,6 +121,7 @@ def test_run_demo_config_answers_and_stops_cleanly(tmp_path: Path) -> None:
         assert proc.stderr is not None
         rest = proc.stderr.read()
         assert "Traceback" not in rest, rest
+        assert_structured(ready + "\n" + rest, "kv", "srtpgw run stderr")
     finally:
         if proc.poll() is None:
             proc.kill()

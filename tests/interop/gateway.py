@@ -18,6 +18,7 @@ from gateway.config import HostPort, load_config
 from gateway.ops.status import AdminUnreachable, request
 from tests.interop.capture import loopback_address
 from tests.interop.procs import Proc, Procs, free_port, private_port_range
+from tests.support.logcheck import watch
 
 TEMPLATE = Path(__file__).with_name("peers") / "gateway.toml.in"
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,6 +84,7 @@ class Gateway:
         config = self.write_config()
         self.proc = procs.start("srtpgw", [sys.executable, "-m", "gateway.cli", "run", "-c",
                                            str(config)], cwd=ROOT)
+        watch(self.proc.log, "kv")  # its stdout and stderr: the kv log and nothing else
         admin = HostPort(self.address, self.admin_port)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

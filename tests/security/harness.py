@@ -20,6 +20,7 @@ from pathlib import Path
 
 from gateway.ops.keys import init_keys
 from tests.conftest import require
+from tests.support.logcheck import unwatch, watch
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,6 +54,7 @@ port_max = {media_max}
 
 [admin]
 listen = "127.0.0.1:{admin}"
+{admin_extra}
 
 [firewall]
 log_interval = 5
@@ -173,7 +175,11 @@ def needs_app() -> None:
 
 def start_gateway(tmp: Path, *, rate: float = 20, burst: int = 40, pike_max: int = 400,
                   pbx_peer: int | None = None, carrier_peer: int | None = None,
-                  keys: Path | None = None, security_file: Path | None = None) -> Gateway:
+                  keys: Path | None = None, security_file: Path | None = None,
+                  extra: str = "", admin: str = "") -> Gateway:
+    """``extra`` is TOML appended to the config (a ``[trunk.x]`` table there belongs to the
+    last trunk, the carrier; ``{tmp}`` in it is the gateway's directory); ``admin`` is added to
+    the ``[admin]`` table."""
     keys = keys or init_keys(tmp / "keys").dir
     ports = {"udp": free_port(socket.SOCK_DGRAM), "tcp": free_port(socket.SOCK_STREAM),
              "tls": free_port(socket.SOCK_STREAM), "admin": free_port(socket.SOCK_STREAM),
@@ -183,10 +189,13 @@ def start_gateway(tmp: Path, *, rate: float = 20, burst: int = 40, pike_max: int
     text = CONFIG.format(tmp=tmp, keys=keys, media_min=media_min, media_max=media_min + 39,
                          rate=rate, burst=burst, pike_max=pike_max,
                          security=f'security_file = "{security_file}"' if security_file else "",
+                         admin_extra=admin.replace("{tmp}", str(tmp)),
                          **ports)
     path = tmp / "gw.toml"
-    path.write_text(text)
+    path.write_text(text + extra.replace("{tmp}", str(tmp)))
     gw = Gateway(tmp, Path(keys), ports)
+    watch(tmp / "gateway.log", "json")
+    watch(gw.stderr, "json")  # the log goes to its file: stderr must hold nothing else
     with open(gw.stderr, "wb") as err:
         gw.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "run", "-c", str(path)],
                                    cwd=tmp, stdout=subprocess.DEVNULL, stderr=err)
@@ -199,6 +208,7 @@ def start_gateway(tmp: Path, *, rate: float = 20, burst: int = 40, pike_max: int
         time.sleep(0.1)
     out = gw.log()
     gw.stop()
+    unwatch(gw.stderr)
     raise AssertionError(f"gateway did not become ready:\n{out[-4000:]}")
 
 

@@ -102,3 +102,23 @@ media = "srtp"
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "[FAIL] MUST   listener.s.tls_client_auth" in r.stdout
+
+
+def test_admin_beyond_loopback_without_token_warns(tmp_path: Path) -> None:
+    cfg = make_config(admin={"listen": "0.0.0.0:9060"})
+    got = outcomes(cfg)
+    assert got["admin.listen"] == "WARN SHOULD" and got["admin.token_file"] == "WARN SHOULD"
+    token = tmp_path / "admin.token"
+    token.write_text("t" * 32)
+    cfg = make_config(admin={"listen": "0.0.0.0:9060", "token_file": str(token)})
+    assert outcomes(cfg)["admin.token_file"] == "PASS SHOULD"
+    assert "admin.token_file" not in outcomes(make_config())  # loopback, no token: nothing to say
+
+
+def test_trunk_pike_exemption_and_own_limits_are_reported() -> None:
+    cfg = make_config(trunk0={"pike": {"enabled": False}},
+                      trunk1={"pike": {"max_requests": 2000}})
+    report, _ = run_audit(cfg)
+    got = outcomes(cfg)
+    assert got["trunk.pbx.pike"] == "WARN SHOULD" and "exempt from flood bans" in report
+    assert got["trunk.carrier.pike"] == "PASS SHOULD" and "more than 2000 requests" in report
