@@ -32,7 +32,7 @@ from .test_ops_gateway import CONFIG, Rig, rig, scrape, wait_for
 
 __all__ = ["call_rig", "rig"]
 
-RELOAD = b"POST /reload HTTP/1.1\r\nContent-Length: 0\r\n\r\n"
+RELOAD = b"POST /reload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
 
 
 async def test_cdr_names_codec_per_leg_and_suite_on_the_secure_leg(rig: Rig) -> None:

@@ -103,6 +103,8 @@ route_to = "pbx"
 max_calls = {max_calls}
 """
 
+RELOAD = b"POST /reload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
+
 
 @dataclass
 class Rig:
@@ -216,7 +218,7 @@ async def test_call_metrics_status_reload_and_cdr(rig: Rig, caplog: pytest.LogCa
 
     # Good reload under the call: a limit changes for new calls, the call keeps its media.
     rig.write(max_calls=3)
-    code, _, body = await http(rig.admin, b"POST /reload HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+    code, _, body = await http(rig.admin, RELOAD)
     assert code == 200 and "trunk carrier changed" in json.loads(body)["changed"]
     assert rig.gw.config.trunk("carrier").max_calls == 3
     before = rig.secure.report.received
@@ -224,7 +226,7 @@ async def test_call_metrics_status_reload_and_cdr(rig: Rig, caplog: pytest.LogCa
 
     # Bad reload: refused with the reason, the running config stays, media still flows.
     rig.path.write_text(rig.path.read_text().replace('media = "srtp"', 'media = "rtp"'))
-    code, _, body = await http(rig.admin, b"POST /reload HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+    code, _, body = await http(rig.admin, RELOAD)
     assert code == 409 and "a secure trunk must use" in json.loads(body)["error"]
     assert rig.gw.config.trunk("carrier").max_calls == 3
     before = rig.secure.report.received
@@ -274,8 +276,7 @@ async def test_reload_adds_a_trunk_for_new_calls(rig: Rig) -> None:
                  'tls_identity = ["sip:peer.srtpgw.test"]\n'
                  'allowed_sources = ["127.0.0.2/32"]\nmedia = "srtp"\nroute_to = "pbx"\n')
         rig.path.write_text(text)
-        code, _, body = await http(rig.admin,
-                                   b"POST /reload HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+        code, _, body = await http(rig.admin, RELOAD)
         changed = json.loads(body)["changed"]
         assert code == 200 and "trunk partner added" in changed and "trunk pbx changed" in changed
         host, port = rig.gw.stack.bound("udp")
@@ -307,7 +308,7 @@ async def test_certificate_reload_keeps_established_calls(rig: Rig) -> None:
                           ips=["127.0.0.1"], uris=["sip:gateway.srtpgw.test"], days=30)
     write_private_key(keys / "gateway.key", key)
     write_cert(keys / "gateway.crt", cert, ca_cert)
-    code, _, body = await http(rig.admin, b"POST /reload HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+    code, _, body = await http(rig.admin, RELOAD)
     assert code == 200, body
     _, doc = await asyncio.to_thread(request, rig.admin, "GET", "/status")
     assert 29 < {c["name"]: c["days_left"] for c in doc["certificates"]}["tls"] <= 30
