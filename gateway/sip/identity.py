@@ -47,12 +47,15 @@ def cert_identities(der: bytes) -> tuple[str, ...]:
     """RFC 5922 §7.1 identities of a DER certificate (empty when it cannot be read)."""
     try:
         cert = x509.load_der_x509_certificate(der)
-    except ValueError:
-        return ()
-    try:
         san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
     except x509.ExtensionNotFound:
-        return tuple(str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME))
+        try:
+            names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        except ValueError:
+            return ()
+        return tuple(str(a.value) for a in names)
+    except ValueError:  # OpenSSL accepted it, but an extension does not parse (lazily read)
+        return ()
     uris = [u for u in san.get_values_for_type(x509.UniformResourceIdentifier)
             if u.lower().startswith(("sip:", "sips:"))]
     return (*uris, *san.get_values_for_type(x509.DNSName))

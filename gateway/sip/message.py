@@ -422,9 +422,11 @@ def _check_name_addr(value: str, what: str) -> None:
 _ANSWER_HEADERS = ("Via", "From", "To", "Call-ID", "CSeq")
 
 
-def error_response(data: bytes, status: int, to_tag: str) -> SipResponse | None:
+def error_response(data: bytes, status: int, to_tag: str) -> tuple[SipResponse, Via] | None:
     """Best-effort answer to a request that failed to parse: copies what it can of Via, From,
-    To, Call-ID and CSeq. None when the top Via cannot be read (nowhere to send it), or when the
+    To, Call-ID and CSeq as text, with the top Via value parsed: the one part of the request
+    that was validated, and so the only one the caller may read (a later Via may be the very
+    thing that failed). None when the top Via cannot be read (nowhere to send it), or when the
     message is a response or an ACK (never answered)."""
     try:
         end = data.find(b"\r\n\r\n")
@@ -441,7 +443,7 @@ def error_response(data: bytes, status: int, to_tag: str) -> SipResponse | None:
         vias = found.get("Via", [])
         if not vias:
             return None
-        parse_via(split_list(vias[0])[0])
+        top = parse_via(split_list(vias[0])[0])
     except (SipParseError, ValueError, IndexError):
         return None
     headers = Headers()
@@ -454,4 +456,4 @@ def error_response(data: bytes, status: int, to_tag: str) -> SipResponse | None:
             if name == "To" and "tag=" not in value.lower():
                 value = f"{value};tag={to_tag}"
             headers.add(name, value)
-    return SipResponse(status, REASONS.get(status, "Bad Request"), headers)
+    return SipResponse(status, REASONS.get(status, "Bad Request"), headers), top

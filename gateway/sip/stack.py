@@ -247,26 +247,32 @@ class SipStack:
                  transport=source.transport, status=exc.status, reason=exc.reason)
         if self._on_invalid is not None:
             self._on_invalid(source, exc)
-        reply = error_response(data, exc.status, secrets.token_hex(6))
-        if reply is None:
-            return
-        self.responses.sent(reply)
-        if source.connection_id is not None:
-            self.transports.send_on_connection(source.connection_id, reply.to_bytes())
-            return
-        via = reply.via[0]
-        port = source.port if via.rport_requested else (via.port or 5060)
-        self.transports.send_datagram(source.listener, reply.to_bytes(), (source.ip, port))
+        self._answer_invalid(data, source, exc)
 
-    def _frame_error(self, head: bytes, source: MessageSource, exc: SipParseError) -> bytes | None:
+    def _frame_error(self, head: bytes, source: MessageSource, exc: SipParseError) -> None:
         self.counters["invalid"] += 1
         if self._on_invalid is not None:
             self._on_invalid(source, exc)
-        reply = error_response(head, exc.status, secrets.token_hex(6))
-        if reply is None:
-            return None
+        self._answer_invalid(head, source, exc)
+
+    def _answer_invalid(self, data: bytes, source: MessageSource, exc: SipParseError) -> None:
+        """The stateless answer to a message that failed to parse: only its top Via was
+        validated, so only that decides where the answer goes; counted once it is sent."""
+        found = error_response(data, exc.status, secrets.token_hex(6))
+        if found is None:
+            return
+        reply, via = found
+        if source.connection_id is not None:
+            if not self.transports.send_on_connection(source.connection_id, reply.to_bytes()):
+                return
+        else:
+            port = source.port if via.rport_requested else (via.port or 5060)
+            try:
+                self.transports.send_datagram(source.listener, reply.to_bytes(),
+                                              (source.ip, port))
+            except TransportFailure:
+                return
         self.responses.sent(reply)
-        return reply.to_bytes()
 
     # ------------------------------------------------------------------ sending
     def respond(self, tid: Tid, response: SipResponse) -> bool:
@@ -364,7 +370,11 @@ class SipStack:
             if not self.transports.send_on_connection(dest.connection_id, t.data):
                 self._send_stateless(t.data, dest.fallback)
         elif isinstance(dest, _UdpReply):
-            self.transports.send_datagram(dest.listener, t.data, dest.addr)
+            try:
+                self.transports.send_datagram(dest.listener, t.data, dest.addr)
+            except TransportFailure as exc:
+                log.info("sip.send_failed", peer=f"{dest.addr[0]}:{dest.addr[1]}",
+                         transport="udp", reason=str(exc))
         else:
             target = dest.target
             if target.transport == "udp":

@@ -81,7 +81,7 @@ class Target:
 
 
 OnMessage = Callable[[bytes, MessageSource], None]
-OnFrameError = Callable[[bytes, MessageSource, SipParseError], bytes | None]
+OnFrameError = Callable[[bytes, MessageSource, SipParseError], None]  # answers on the connection
 Admit = Callable[[MessageSource], bool]
 
 
@@ -163,7 +163,7 @@ class SipTransports:
         self._server_ctx: dict[str, ssl.SSLContext] = {}
         self._client_ctx: ssl.SSLContext | None = None
         self.counters = {"accepted": 0, "refused": 0, "tls_failures": 0, "tls_handshakes": 0,
-                         "framing_errors": 0, "timeouts": 0}
+                         "framing_errors": 0, "timeouts": 0, "reset_before_accept": 0}
         self.max_connections = 10000  # inbound, handshaking ones included; more are closed
         self._handshaking = 0
         self.resolver = Resolver(config.sip.dns_servers)
@@ -281,35 +281,47 @@ class SipTransports:
         assert task is not None
         self._tasks.add(task)
         try:
-            peer = writer.get_extra_info("peername")
-            source = MessageSource(listener.transport, listener.name, peer[0], peer[1])
-            if self._admit is not None and not self._admit(source):
-                self.counters["refused"] += 1
-                writer.close()
-                return
-            if len(self._conns) + self._handshaking >= self.max_connections:
-                self.counters["refused"] += 1
-                security_event("sip.connection_limit", peer=_peer(source),
-                               listener=listener.name, limit=self.max_connections)
-                writer.close()
-                return
-            stream: ByteStream = PlainStream(reader, writer)
-            if listener.transport == "tls":
-                self._handshaking += 1
-                try:
-                    tls = await self._handshake(listener, source, reader, writer)
-                finally:
-                    self._handshaking -= 1
-                if tls is None:
-                    writer.close()
-                    return
-                stream = tls
-                source = _with_peer_cert(source, tls)
-            self.counters["accepted"] += 1
-            conn = self._register(source, stream, outbound=False)
-            await self._read_loop(conn)
+            await self._serve_inbound(listener, reader, writer)
+        except Exception:  # a bug costs this connection, never a line outside the log
+            log.error("sip.internal_error", listener=listener.name, where="accept",
+                      exc_info=True)
+            writer.close()
         finally:
             self._tasks.discard(task)
+
+    async def _serve_inbound(self, listener: Listener, reader: asyncio.StreamReader,
+                             writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        if not peer:  # reset before the accept completed: no one to serve or to count against
+            self.counters["reset_before_accept"] += 1
+            writer.close()
+            return
+        source = MessageSource(listener.transport, listener.name, peer[0], peer[1])
+        if self._admit is not None and not self._admit(source):
+            self.counters["refused"] += 1
+            writer.close()
+            return
+        if len(self._conns) + self._handshaking >= self.max_connections:
+            self.counters["refused"] += 1
+            security_event("sip.connection_limit", peer=_peer(source),
+                           listener=listener.name, limit=self.max_connections)
+            writer.close()
+            return
+        stream: ByteStream = PlainStream(reader, writer)
+        if listener.transport == "tls":
+            self._handshaking += 1
+            try:
+                tls = await self._handshake(listener, source, reader, writer)
+            finally:
+                self._handshaking -= 1
+            if tls is None:
+                writer.close()
+                return
+            stream = tls
+            source = _with_peer_cert(source, tls)
+        self.counters["accepted"] += 1
+        conn = self._register(source, stream, outbound=False)
+        await self._read_loop(conn)
 
     async def _handshake(self, listener: Listener, source: MessageSource,
                          reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -411,10 +423,8 @@ class SipTransports:
         log.info("sip.framing_error", peer=_peer(conn.source), status=exc.status,
                  reason=exc.reason)
         if self._on_frame_error is not None:
-            head = conn.framer.pending[: self._limits.max_message_size]
-            reply = self._on_frame_error(head, conn.source, exc)
-            if reply:
-                conn.write(reply)
+            self._on_frame_error(conn.framer.pending[: self._limits.max_message_size],
+                                 conn.source, exc)
 
     def _drop(self, conn: Connection) -> None:
         conn.close()
@@ -432,7 +442,11 @@ class SipTransports:
         proto = self._udp_for(listener)
         if proto is None or proto.transport is None:
             raise TransportFailure("no UDP listener to send from")
-        proto.transport.sendto(data, addr)
+        try:
+            proto.transport.sendto(data, addr)
+        except (OSError, ValueError) as exc:  # ValueError: an address of the other family
+            raise TransportFailure(f"cannot send to {addr[0]}:{addr[1]}: "
+                                   f"{type(exc).__name__}") from None
 
     def _udp_for(self, listener: str | None) -> _Udp | None:
         return self._udp.get(listener or "") or next(iter(self._udp.values()), None)
@@ -642,7 +656,14 @@ class SipTransports:
     def _spawn(self, coro: object) -> None:
         task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        """A read loop or keep-alive that raised is logged here, in the structured log (left
+        alone, asyncio would print it as plain text when the task is collected)."""
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("sip.internal_error", where="connection task", exc_info=exc)
 
 
 class _Deadline:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.security.harness import Gateway, needs_app, start_gateway
+from tests.security.harness import Gateway, assert_clean_log, needs_app, start_gateway
 
 
 @pytest.fixture
@@ -18,4 +18,4 @@ def gateway(tmp_path: Path) -> Iterator[Gateway]:
         yield gw
     finally:
         gw.stop()
-        assert "Traceback" not in gw.log(), gw.log()[-4000:]
+        assert_clean_log(gw)

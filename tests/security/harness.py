@@ -168,6 +168,16 @@ class Gateway:
         return self.proc.returncode
 
 
+def assert_clean_log(gw: Gateway) -> None:
+    """What a run against hostile input must never leave: a traceback (in the JSON log or as
+    plain text on stderr) or an error-level ``*.internal_error`` event."""
+    text = gw.log()
+    assert "Traceback" not in text, text[-4000:]
+    errors = [line for line in text.splitlines()
+              if "internal_error" in line and re.search(r'"level": "error"|level=error', line)]
+    assert not errors, "\n".join(errors[:5])
+
+
 def needs_app() -> None:
     require(importlib.util.find_spec("gateway.app") is not None,
             "gateway.app (srtpgw run) has not landed yet")

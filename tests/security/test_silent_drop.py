@@ -8,7 +8,15 @@ import time
 from pathlib import Path
 
 from tests.security.corpus import SDP
-from tests.security.harness import Gateway, UdpClient, needs_app, request, start_gateway, status_of
+from tests.security.harness import (
+    Gateway,
+    UdpClient,
+    assert_clean_log,
+    needs_app,
+    request,
+    start_gateway,
+    status_of,
+)
 
 
 def test_drop_sends_no_byte(gateway: Gateway) -> None:
@@ -50,4 +58,4 @@ def test_security_file_gets_json_lines(tmp_path: Path) -> None:
     finally:
         scanner.close()
         assert gw.stop() == 0
-    assert "Traceback" not in gw.log(), gw.log()[-4000:]
+    assert_clean_log(gw)

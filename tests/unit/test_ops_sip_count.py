@@ -117,10 +117,11 @@ def test_layer_reports_its_own_responses_once() -> None:
 
 def test_stateless_answer_without_cseq_counts_as_other() -> None:
     """An answer to a request with a broken CSeq echoes what it can; counting must not raise."""
-    reply = error_response(b"OPTIONS sip:c@d SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bKq"
+    found = error_response(b"OPTIONS sip:c@d SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bKq"
                            b"\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: q\r\n\r\n",
                            400, "t")
-    assert reply is not None
+    assert found is not None
+    reply = found[0]
     c = ResponseCounter()
     c.sent(reply)
     assert c.counts == {("sent", "other", "4xx", "tcp"): 1}

@@ -85,13 +85,27 @@ def test_error_response_salvages_dialog_headers() -> None:
     bad = msg(7).replace(b"To: <sip:bob@example.com>", b'To: "unterminated <sip:b@x>')
     with pytest.raises(SipParseError):
         parse_message(bad)
-    reply = error_response(bad, 400, "t1")
-    assert reply is not None and reply.status == 400
+    found = error_response(bad, 400, "t1")
+    assert found is not None and found[0].status == 400
+    reply = found[0]
     out = parse_message(reply.to_bytes().replace(b'"unterminated', b"unterminated"))
     assert out.call_id == "7@example.com" and out.cseq.number == 7 and out.to.tag == "t1"
     assert error_response(b"garbage\r\n\r\n", 400, "t") is None
     assert error_response(bad.replace(b"OPTIONS sip", b"ACK sip"), 400, "t") is None
     assert error_response(b"SIP/2.0 200 OK\r\n" + bad.split(b"\r\n", 1)[1], 400, "t") is None
+
+
+def test_error_response_reads_only_the_validated_top_via() -> None:
+    """A broken second Via is copied as text, never parsed: the top one alone says where the
+    answer goes (issue 13 item 1)."""
+    bad = msg(8).replace(b"\r\nFrom", b"\r\nVia: garbage\r\nFrom", 1)
+    with pytest.raises(SipParseError):
+        parse_message(bad)
+    found = error_response(bad, 400, "t1")
+    assert found is not None
+    reply, top = found
+    assert reply.headers.get_all("Via")[1] == "garbage"
+    assert (top.transport, top.branch) == ("TCP", parse_message(msg(8)).branch)
 
 
 def test_identity_rules() -> None:
