@@ -142,7 +142,7 @@ class Gateway:
             return
         # In dialog only when the B2BUA knows the dialog: an invented To-tag draws tokens too.
         tag = req.to.tag
-        in_dialog = tag is not None and self.b2bua.has_dialog(req.call_id, tag)
+        in_dialog = tag is not None and self.b2bua.has_dialog(req.call_id, tag, req.from_.tag)
         verdict = self.firewall.inspect(req, _source(incoming.source), in_dialog,
                                         self.loop.time())
         if verdict.action == "drop":

@@ -152,9 +152,18 @@ class CallCore:
         INVITE asks (a scan of the call table per INVITE grew with the load)."""
         return len(self.calls) if trunk is None else self._per_trunk[trunk]
 
-    def has_dialog(self, call_id: str, local_tag: str) -> bool:
-        """Is (Call-ID, our tag) a dialog of a live call? The firewall's in-dialog test."""
-        return (call_id, local_tag) in self._dialogs
+    def dialog_leg(self, call_id: str, local_tag: str,
+                   remote_tag: str | None) -> tuple[Call, Leg] | None:
+        """The call and leg whose dialog is (Call-ID, our tag, the peer's tag): both tags must
+        match (RFC 3261 §12.2.2), or a request that guessed our tag alone could end the call."""
+        found = self._dialogs.get((call_id, local_tag))
+        if found is None or found[1].remote_tag != remote_tag:
+            return None
+        return found
+
+    def has_dialog(self, call_id: str, local_tag: str, remote_tag: str | None) -> bool:
+        """Is this a dialog of a live call? The firewall's in-dialog test."""
+        return self.dialog_leg(call_id, local_tag, remote_tag) is not None
 
     @staticmethod
     def _trunks(call: Call) -> set[str]:

@@ -27,7 +27,7 @@ class InDialogFlow(CallCore):
     """What a request carrying our To tag does to its call and the other leg."""
 
     def _in_dialog(self, req: SipRequest, tid: Tid | None, trunk: Trunk, to_tag: str) -> None:
-        found = self._dialogs.get((req.call_id, to_tag))
+        found = self.dialog_leg(req.call_id, to_tag, req.from_.tag)
         if found is None or found[1].trunk.name != trunk.name:
             if tid is not None:
                 self._reply(tid, req, 481)

@@ -59,6 +59,16 @@ class _ConnReply:
     fallback: Target  # §18.2.2: where to connect when that connection is gone
 
 
+def _same_origin(a: _UdpReply | _ConnReply, b: _UdpReply | _ConnReply) -> bool:
+    """One peer, as trunks tell peers apart: listener, transport, address and TLS identity;
+    on UDP the source port too (a UA sends a CANCEL from where it sent the INVITE), while a
+    stream peer may reconnect from a new port."""
+    x, y = a.source, b.source
+    return (x.listener == y.listener and x.transport == y.transport and x.ip == y.ip
+            and x.tls_identities == y.tls_identities and x.tls_fingerprint == y.tls_fingerprint
+            and (x.transport != "udp" or x.port == y.port))
+
+
 @dataclass(frozen=True, slots=True)
 class _ClientDest:
     target: Target
@@ -138,7 +148,7 @@ class SipStack:
         self._on_stray = on_stray_response
         self._on_ack_timeout = on_ack_timeout
         self._limits = ParseLimits.from_config(config.sip)
-        self.layer = TransactionLayer(Timers.from_config(config.sip))
+        self.layer = TransactionLayer(Timers.from_config(config.sip), same_origin=_same_origin)
         self.transports = SipTransports(config, self._received, admit=admit,
                                         on_frame_error=self._frame_error,
                                         on_tls_failure=on_tls_failure,

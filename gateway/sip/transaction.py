@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import operator
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,8 +214,13 @@ def _with_method(tid: Tid, method: str) -> Tid:
 class TransactionLayer:
     """All client and server transactions of one SIP element."""
 
-    def __init__(self, timers: Timers | None = None, max_transactions: int = 65536) -> None:
+    def __init__(self, timers: Timers | None = None, max_transactions: int = 65536, *,
+                 same_origin: Callable[[Any, Any], bool] = operator.eq) -> None:
         self.timers = timers or Timers()  # a setter: the durations table follows
+        # Do two requests' sources (as passed to ``receive``) come from one peer? A CANCEL or
+        # ACK matches its INVITE's transaction only from there (RFC 3261 §9.2, §17.2.3): the
+        # branch alone is no proof, anyone who saw it could end another trunk's call.
+        self._same_origin = same_origin
         self.max_transactions = max_transactions  # beyond this, new requests get a 503
         self._txns: dict[Tid, _Txn] = {}
         self._heap: list[tuple[float, int, Tid, str]] = []
@@ -373,7 +380,18 @@ class TransactionLayer:
     # ------------------------------------------------------------------ server side
     def _receive_request(self, req: SipRequest, source: Any, reliable: bool, now: float) -> None:
         tid = server_tid(req)
+        if req.method == "CANCEL" and not self._cancels_own_invite(tid, source):
+            # §9.2: 481, statelessly: a CANCEL from elsewhere must not hold a transaction
+            # that would swallow the real one (same branch) as its retransmission
+            refused = req.create_response(481, to_tag=_new_tag())
+            self._send(refused.to_bytes(), source)
+            self._own.append(refused)
+            return
         t = self._txns.get(tid)
+        if t is not None and not self._same_origin(t.dest, source):
+            if req.method != "ACK":
+                return  # the branch of another peer's transaction: not a retransmission
+            t = None
         if req.method == "ACK":
             new = TRANSITIONS.get((t.kind, t.state, ACK)) if t is not None else None
             if t is not None and new is not None:
@@ -382,9 +400,11 @@ class TransactionLayer:
                     t.deadlines.clear()
                     self._start(t, "I", now)
                 return
-            accepted = self._accepted.pop((req.call_id, req.cseq.number), None)
-            if accepted is not None:
-                inv = self._txns.get(accepted)
+            key = (req.call_id, req.cseq.number)
+            accepted = self._accepted.get(key)
+            inv = self._txns.get(accepted) if accepted is not None else None
+            if inv is None or self._same_origin(inv.dest, source):
+                self._accepted.pop(key, None)
                 if inv is not None:
                     inv.acked = True
                     inv.deadlines.pop("G2", None)
@@ -427,13 +447,14 @@ class TransactionLayer:
             self._arm(t, "Y", now + 64 * self.timers.t1)
         self._events.append(RequestReceived(tid, req, source))
 
+    def _cancels_own_invite(self, tid: Tid, source: Any) -> bool:
+        inv = self._txns.get(_with_method(tid, "INVITE"))
+        return inv is not None and inv.kind == IST and self._same_origin(inv.dest, source)
+
     def _receive_cancel(self, t: _Txn, now: float) -> None:
         """§9.2: 200 whenever the INVITE transaction exists (the TU hears of it only while the
-        INVITE is unanswered; after a final response the CANCEL has no effect), else 481."""
-        inv = self._txns.get(_with_method(t.tid, "INVITE"))
-        if inv is None or inv.kind != IST:
-            self._answer(t.tid, t.request.create_response(481, to_tag=_new_tag()), now)
-            return
+        INVITE is unanswered; after a final response the CANCEL has no effect)."""
+        inv = self._txns[_with_method(t.tid, "INVITE")]
         self._answer(t.tid, t.request.create_response(200, to_tag=_sent_tag(inv)), now)
         if inv.state == PROCEEDING:
             self._events.append(CancelReceived(inv.tid, t.request, t.dest))

@@ -99,14 +99,14 @@ def test_layer_reports_its_own_responses_once() -> None:
     src = ("192.0.2.1", 5060)
     layer.receive(request("INVITE", "z9hG4bKi1"), src, False, 0.0)
     layer.receive(request("INVITE", "z9hG4bKi2"), src, False, 0.0)  # merged: 482
-    layer.receive(request("CANCEL", "z9hG4bKnone", "y"), src, False, 0.0)  # table full: 503
+    layer.receive(request("OPTIONS", "z9hG4bKo1", "y"), src, False, 0.0)  # table full: 503
     layer.handle_timer(0.3)  # the first INVITE's 100 Trying
     layer.receive(request("INVITE", "z9hG4bKi1"), src, False, 0.4)  # retransmission
     ev = layer.next_event()
     assert isinstance(ev, RequestReceived) and ev.tid is not None
     assert layer.send_response(ev.tid, ev.request.create_response(486, to_tag="t"), 0.5)
     assert [(r.status, r.cseq.method) for r in layer.own_responses()] == [
-        (482, "INVITE"), (503, "CANCEL"), (100, "INVITE")]
+        (482, "INVITE"), (503, "OPTIONS"), (100, "INVITE")]
     assert layer.own_responses() == []
     sent = layer.messages_to_send()
     assert [t.data.split(b" ", 2)[1] for t in sent] == [b"482", b"503", b"100", b"100", b"486"]

@@ -322,6 +322,30 @@ def test_cancel_matching_by_sent_by_not_only_branch() -> None:
     assert sent(layer)[0].startswith(b"SIP/2.0 481")
 
 
+def test_cancel_and_ack_only_from_the_invites_own_origin() -> None:
+    """Same branch and sent-by, another peer (trunk, transport or source): the CANCEL gets 481
+    and the INVITE goes on; a foreign ACK or retransmission does not touch the transaction
+    (RFC 3261 §9.2, §17.2.3; issue 13 item 14)."""
+    layer = TransactionLayer(T)
+    req = request()
+    layer.receive(req, PEER, False, 0.0)
+    (ev,) = events(layer)
+    other = ("192.0.2.99", 5061)
+    layer.receive(request("CANCEL", branch=req.branch), other, False, 0.1)
+    (data,) = sent(layer)
+    assert data.startswith(b"SIP/2.0 481")
+    assert [e for e in events(layer) if isinstance(e, CancelReceived)] == []
+    layer.receive(req, other, False, 0.15)  # a "retransmission" from elsewhere: nothing sent
+    assert sent(layer) == []
+    assert layer.send_response(ev.tid, response(req, 486), 0.2)
+    sent(layer)
+    ack = request("ACK", branch=req.branch)
+    layer.receive(ack, other, False, 0.3)
+    assert layer.state(ev.tid) == "completed"  # still retransmitting the 486 to its caller
+    layer.receive(ack, PEER, False, 0.4)
+    assert layer.state(ev.tid) == "confirmed"
+
+
 def test_rfc2543_fallback_matching() -> None:
     layer = TransactionLayer(T)
     req = request(branch="oldstyle")

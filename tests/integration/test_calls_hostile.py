@@ -1,0 +1,58 @@
+"""Issue 13's dialog and transaction defects against a real gateway (real sockets, real TLS):
+foreign From-tags, CANCELs from another trunk, Max-Forwards across the legs, and the Allow and
+Supported each leg sees."""
+
+from __future__ import annotations
+
+from tests.integration.test_calls import DOMAIN, Rig, establish, rig
+from tests.support.phone import answerer, plain_offer
+from tests.support.sipmsg import SipMessage
+
+__all__ = ["rig"]
+
+
+async def test_bye_with_a_wrong_from_tag_is_481_and_the_call_lives(rig: Rig) -> None:
+    """Item 15: our To-tag and the right Call-ID, but another From-tag: not this dialog."""
+    call, incoming, _, _ = await establish(rig, rig.pbx, rig.carrier, "100", rig.udp)
+    forged = call._in_dialog("BYE", cseq=999)
+    forged.set("From", f"<{call.local_uri}>;tag=not-{call.local_tag}")
+    rig.pbx._send(forged, rig.udp)
+    reply = await rig.pbx.wait_for(lambda m: not m.is_request and m.call_id == call.call_id
+                                   and m.method == "BYE", 2)
+    assert reply.status == 481
+    forged = incoming._in_dialog("BYE", cseq=999)   # the same from the TLS side
+    forged.set("From", f"<{incoming.local_uri}>;tag=x{incoming.local_tag}")
+    rig.carrier._send(forged, rig.tls)
+    reply = await rig.carrier.wait_for(lambda m: not m.is_request
+                                       and m.call_id == incoming.call_id
+                                       and m.method == "BYE", 2)
+    assert reply.status == 481
+    assert len(rig.gw.calls) == 1 and incoming.state == "confirmed"
+    await call.bye(3)
+    await rig.settle()
+    rig.assert_clean()
+
+
+async def test_cancel_over_another_trunk_is_481_and_the_invite_rings_on(rig: Rig) -> None:
+    """Item 14: the PBX's UDP INVITE, CANCELled over the carrier's TLS trunk with its exact
+    branch, Via and tags: 481 there; the PBX's own CANCEL still works afterwards."""
+    ep, callee_ep = await rig.endpoints()
+    rig.carrier.uas.answer = answerer(callee_ep)
+    rig.carrier.uas.delay = 5.0
+    call = await rig.pbx.invite(f"sip:100@{DOMAIN}", rig.udp, plain_offer(ep))
+    await call.wait_response(180, 5)
+    incoming = await rig.carrier.wait_call(2)
+    inv = call.invite
+    assert inv is not None
+    forged = SipMessage(f"CANCEL {inv.uri} SIP/2.0")
+    for name in ("Via", "From", "To", "Call-ID"):
+        forged.add(name, inv.header_all(name)[0])
+    forged.add("CSeq", f"{inv.cseq[0]} CANCEL").add("Max-Forwards", "70")
+    assert (await rig.carrier._transact(forged, rig.tls, None, 3)).status == 481
+    # another UDP trunk, same branch and sent-by
+    assert (await rig.pbx2._transact(forged, rig.addr("udp2"), None, 3)).status == 481
+    assert incoming.state != "terminated" and len(rig.gw.calls) == 1
+    assert (await call.cancel(3)).status == 200
+    assert (await call.wait_final(3)).status == 487
+    await rig.settle()
+    rig.assert_clean()
