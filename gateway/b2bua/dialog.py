@@ -17,6 +17,7 @@ from gateway.sip.uri import parse_uri
 # Requests and responses that establish or refresh a remote target carry our Contact.
 TARGET_REFRESH = frozenset({"INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"})
 SDP = "application/sdp"
+MAX_FORWARDS = 70  # RFC 3261 §8.1.1.6, for requests we originate
 
 
 def without_tag(value: str, what: str) -> str:
@@ -54,17 +55,27 @@ def refresh_target(leg: Leg, message: SipRequest | SipResponse) -> None:
         leg.remote_target = str(contacts[0].uri)
 
 
+def forwarded_hops(received: SipRequest) -> int:
+    """Max-Forwards for the request we send because ``received`` came in: its value minus
+    one (RFC 7332 §3), so a loop through B2BUAs still ends; 70 stands for a missing one."""
+    hops = received.max_forwards
+    return (MAX_FORWARDS if hops is None else hops) - 1
+
+
 def request(leg: Leg, method: str, *, ruri: str | None = None, cseq: int | None = None,
             body: bytes = b"", content_type: str | None = None,
-            extra: Iterable[Header] = (), user_agent: str | None = None) -> SipRequest:
-    """A request on this leg: initial (no remote tag yet) or within the dialog."""
+            extra: Iterable[Header] = (), user_agent: str | None = None,
+            max_forwards: int = MAX_FORWARDS) -> SipRequest:
+    """A request on this leg: initial (no remote tag yet) or within the dialog.
+
+    ``max_forwards``: ``forwarded_hops`` of the request that caused this one, else ours."""
     target = ruri or leg.remote_target
     if target is None:
         raise ValueError("no Request-URI for this leg")
     h = Headers()
     for route in leg.route_set:
         h.add("Route", route)
-    h.add("Max-Forwards", "70")
+    h.add("Max-Forwards", str(max_forwards))
     h.add("From", f"{leg.local_uri};tag={leg.local_tag}")
     h.add("To", leg.remote_uri + (f";tag={leg.remote_tag}" if leg.remote_tag else ""))
     h.add("Call-ID", leg.call_id)

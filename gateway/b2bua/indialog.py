@@ -12,7 +12,7 @@ import asyncio
 
 from gateway.b2bua.call import Call, CallState, EndReason, Leg
 from gateway.b2bua.core import CallCore, log
-from gateway.b2bua.dialog import refresh_target, request, response
+from gateway.b2bua.dialog import forwarded_hops, refresh_target, request, response
 from gateway.b2bua.media import MediaBridge
 from gateway.b2bua.status import ACCEPT, ALLOW, RELAYED, is_sdp, reason, relayed_status
 from gateway.b2bua.topology import copy_headers
@@ -55,6 +55,8 @@ class InDialogFlow(CallCore):
             self._end(call, EndReason.CALLER_BYE if leg is call.a else EndReason.CALLEE_BYE)
         elif method == "OPTIONS":
             self._reply(tid, req, 200, leg=leg, extra=[("Allow", ALLOW), ("Accept", ACCEPT)])
+        elif req.max_forwards == 0:  # the rest goes on to the other leg: no hops left
+            self._reply(tid, req, 483, leg=leg)
         elif method in ("INVITE", "UPDATE"):
             self._offer_in_dialog(req, tid, call, leg)
         elif method in ("PRACK", "CANCEL"):
@@ -105,7 +107,8 @@ class InDialogFlow(CallCore):
         out = request(other, req.method, body=offer,
                       extra=copy_headers(req.headers, leg.trunk, other.trunk,
                                          self.config.gateway.domain),
-                      user_agent=self.config.gateway.user_agent)
+                      user_agent=self.config.gateway.user_agent,
+                      max_forwards=forwarded_hops(req))
         cseq = other.local_cseq
         try:
             resp = await self._final(self._client(out, other.trunk, other.peer))
@@ -169,7 +172,8 @@ class InDialogFlow(CallCore):
         other = call.other(leg)
         extra = copy_headers(req.headers, leg.trunk, other.trunk, self.config.gateway.domain)
         out = request(other, req.method, body=req.body, content_type=req.content_type,
-                      extra=extra, user_agent=self.config.gateway.user_agent)
+                      extra=extra, user_agent=self.config.gateway.user_agent,
+                      max_forwards=forwarded_hops(req))
         body, ctype = b"", None
         try:
             resp = await self._final(self._client(out, other.trunk, other.peer))

@@ -14,7 +14,7 @@ import math
 
 from gateway.b2bua.call import Call, CallState, EndReason, Leg, new_token
 from gateway.b2bua.core import CallCore, PendingInvite, log
-from gateway.b2bua.dialog import learn_response, request, without_tag
+from gateway.b2bua.dialog import forwarded_hops, learn_response, request, without_tag
 from gateway.b2bua.legs import callee_leg, callee_ruri, caller_leg, route_request
 from gateway.b2bua.media import MediaBridge
 from gateway.b2bua.status import (
@@ -168,7 +168,8 @@ class InviteFlow(CallCore):
             return
         out = request(call.b, "INVITE", ruri=callee_ruri(dst, user), body=body,
                       extra=copy_headers(req.headers, src, dst, self.config.gateway.domain),
-                      user_agent=self.config.gateway.user_agent)
+                      user_agent=self.config.gateway.user_agent,
+                      max_forwards=forwarded_hops(req))
         cseq = call.b.local_cseq
         try:
             client = self._client(out, dst, dst.peer)

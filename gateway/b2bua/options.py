@@ -7,7 +7,7 @@ callee side's status comes back mapped, so a keep-alive through the gateway refl
 from __future__ import annotations
 
 from gateway.b2bua.core import CallCore
-from gateway.b2bua.dialog import request
+from gateway.b2bua.dialog import forwarded_hops, request
 from gateway.b2bua.legs import callee_leg, callee_ruri, route_request
 from gateway.b2bua.routing import Routed
 from gateway.b2bua.status import ACCEPT, ALLOW, relayed_status
@@ -22,7 +22,9 @@ class OptionsRelay(CallCore):
     """Out-of-dialog OPTIONS."""
 
     def _options(self, req: SipRequest, tid: Tid, trunk: Trunk) -> None:
-        if trunk.answer_options or not (routed := route_request(self.config, req, trunk)):
+        # Max-Forwards 0: the OPTIONS is for us, never forwarded (RFC 3261 §11)
+        if trunk.answer_options or req.max_forwards == 0 or not (
+                routed := route_request(self.config, req, trunk)):
             self._reply(tid, req, 200, extra=[("Allow", ALLOW), ("Accept", ACCEPT)])
             return
         self._spawn(self._relay_options(req, tid, trunk, routed))
@@ -34,7 +36,8 @@ class OptionsRelay(CallCore):
                          self.sip.contact(dst.listener))
         out = request(leg, "OPTIONS", ruri=callee_ruri(dst, routed.user),
                       extra=copy_headers(req.headers, src, dst, self.config.gateway.domain),
-                      user_agent=self.config.gateway.user_agent)
+                      user_agent=self.config.gateway.user_agent,
+                      max_forwards=forwarded_hops(req))
         try:
             resp = await self._final(self._client(out, dst, dst.peer))
             status = relayed_status(resp.status)

@@ -4,6 +4,8 @@ Supported each leg sees."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.integration.test_calls import DOMAIN, Rig, establish, rig
 from tests.support.phone import answerer, plain_offer
 from tests.support.sipmsg import SipMessage
@@ -54,5 +56,38 @@ async def test_cancel_over_another_trunk_is_481_and_the_invite_rings_on(rig: Rig
     assert incoming.state != "terminated" and len(rig.gw.calls) == 1
     assert (await call.cancel(3)).status == 200
     assert (await call.wait_final(3)).status == 487
+    await rig.settle()
+    rig.assert_clean()
+
+
+@pytest.mark.parametrize("rig", [{"trunks": {"pbx": {"answer_options": False}}}],
+                         indirect=True)
+async def test_max_forwards_counts_down_across_the_legs(rig: Rig) -> None:
+    """Item 12 (RFC 7332 §3): each leg gets the received Max-Forwards minus one, so a loop
+    through gateways ends; 0 is answered 483 (OPTIONS: by us, never relayed)."""
+    a_ep, b_ep = await rig.endpoints()
+    rig.carrier.uas.answer = answerer(b_ep)
+    call = await rig.pbx.invite(f"sip:100@{DOMAIN}", rig.udp, plain_offer(a_ep),
+                                max_forwards=10)
+    assert (await call.wait_final(5)).status == 200
+    incoming = await rig.carrier.wait_call(2)
+    assert incoming.invite is not None and incoming.invite.header("Max-Forwards") == "9"
+    await incoming.wait_ack(2)
+    incoming.local_cseq += 1
+    info = incoming._in_dialog("INFO", incoming.local_cseq)
+    info.set("Max-Forwards", "5")
+    assert (await rig.carrier._transact(info, incoming.peer, incoming, 3)).status == 200
+    assert (await call.wait_request("INFO", 2)).header("Max-Forwards") == "4"
+    info = incoming._in_dialog("INFO", incoming.local_cseq + 1)
+    info.set("Max-Forwards", "0")
+    assert (await rig.carrier._transact(info, incoming.peer, incoming, 3)).status == 483
+    await call.bye(3)
+    dead = await rig.pbx.invite(f"sip:100@{DOMAIN}", rig.udp, plain_offer(a_ep),
+                                max_forwards=0)
+    assert (await dead.wait_final(5)).status == 483
+    assert (await rig.pbx.options(f"sip:100@{DOMAIN}", rig.udp, max_forwards=0)).status == 200
+    assert rig.carrier.requests("OPTIONS") == []
+    await rig.pbx.options(f"sip:100@{DOMAIN}", rig.udp, max_forwards=3)
+    assert [r.header("Max-Forwards") for r in rig.carrier.requests("OPTIONS")] == ["2"]
     await rig.settle()
     rig.assert_clean()

@@ -331,7 +331,8 @@ class SipTestUA:
 
     async def invite(self, target: str, peer: Address, sdp: str | bytes | None = None, *,
                      headers: Sequence[tuple[str, str]] = (), from_uri: str | None = None,
-                     wait: bool = False, timeout: float = 10.0) -> Dialog:
+                     wait: bool = False, timeout: float = 10.0,
+                     max_forwards: int = 70) -> Dialog:
         """Send an INVITE to ``target`` (Request-URI) via ``peer`` (where the bytes go).
 
         Returns the dialog at once; ``await dialog.wait_final()`` for the outcome (a 2xx is
@@ -343,7 +344,7 @@ class SipTestUA:
         self.dialogs.append(dialog)
         req = SipMessage(f"INVITE {target} SIP/2.0")
         req.add("Via", self._via(new_branch()))
-        req.add("Max-Forwards", "70")
+        req.add("Max-Forwards", str(max_forwards))
         req.add("From", f"<{local_uri}>;tag={dialog.local_tag}")
         req.add("To", f"<{target}>")
         req.add("Call-ID", dialog.call_id)
@@ -366,18 +367,20 @@ class SipTestUA:
         return dialog
 
     async def options(self, target: str, peer: Address, timeout: float = 10.0,
-                      headers: Sequence[tuple[str, str]] = ()) -> SipMessage:
+                      headers: Sequence[tuple[str, str]] = (), max_forwards: int = 70
+                      ) -> SipMessage:
         """An out-of-dialog OPTIONS; returns the final response."""
-        return await self.request("OPTIONS", target, peer, headers=headers, timeout=timeout)
+        return await self.request("OPTIONS", target, peer, headers=headers, timeout=timeout,
+                                  max_forwards=max_forwards)
 
     async def request(self, method: str, target: str, peer: Address, *,
                       body: str | bytes | None = None, content_type: str | None = None,
-                      headers: Sequence[tuple[str, str]] = (), timeout: float = 10.0
-                      ) -> SipMessage:
+                      headers: Sequence[tuple[str, str]] = (), timeout: float = 10.0,
+                      max_forwards: int = 70) -> SipMessage:
         """Any out-of-dialog request (OPTIONS, MESSAGE, REGISTER...); returns the final."""
         req = SipMessage(f"{method} {target} SIP/2.0")
         req.add("Via", self._via(new_branch()))
-        req.add("Max-Forwards", "70")
+        req.add("Max-Forwards", str(max_forwards))
         req.add("From", f"<{self.uri}>;tag={new_tag()}")
         req.add("To", f"<{target}>")
         req.add("Call-ID", f"{secrets.token_hex(8)}@{self.host}")

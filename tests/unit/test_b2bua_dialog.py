@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from gateway.b2bua.call import Leg
-from gateway.b2bua.dialog import learn_response, request, response, uas_leg, without_tag
+from gateway.b2bua.dialog import (
+    forwarded_hops,
+    learn_response,
+    request,
+    response,
+    uas_leg,
+    without_tag,
+)
 from gateway.config import HostPort, Trunk
 from gateway.sip.message import parse_message
 
@@ -68,3 +75,13 @@ def test_learn_response_reverses_record_route():
     learn_response(b, resp)
     assert (b.remote_tag, b.remote_target) == ("tb", "sip:b@192.0.2.9")
     assert b.route_set == ("<sip:r2;lr>", "<sip:r1;lr>")
+
+
+def test_forwarded_hops_is_received_minus_one():
+    """RFC 7332 §3: the outgoing leg's Max-Forwards counts down from what arrived."""
+    assert forwarded_hops(parse_message(INVITE)) == 69
+    three = INVITE.replace(b"Max-Forwards: 70", b"Max-Forwards: 3")
+    assert forwarded_hops(parse_message(three)) == 2
+    assert forwarded_hops(parse_message(INVITE.replace(b"Max-Forwards: 70\r\n", b""))) == 69
+    req = request(leg(), "INVITE", ruri="sip:x@y", max_forwards=2)
+    assert req.headers.get("Max-Forwards") == "2"
