@@ -39,7 +39,7 @@ DTLS_SRTP_SUITES = ("AEAD_AES_256_GCM", "AEAD_AES_128_GCM", "AES_CM_128_HMAC_SHA
 DEFAULT_METHODS = (
     "INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "PRACK", "INFO", "REFER", "NOTIFY",
 )
-DEFAULT_PASS_HEADERS = ("Allow", "Supported", "Content-Disposition", "Accept", "Session-Expires",
+DEFAULT_PASS_HEADERS = ("Content-Disposition", "Accept", "Session-Expires",
                         "Min-SE")
 
 

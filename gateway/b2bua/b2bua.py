@@ -19,10 +19,11 @@ from gateway.b2bua.invite import InviteFlow
 from gateway.b2bua.legs import caller_peer
 from gateway.b2bua.media import DtlsContext, dtls_context
 from gateway.b2bua.options import OptionsRelay
-from gateway.b2bua.status import ALLOW, out_of_dialog_status
+from gateway.b2bua.status import out_of_dialog_status
 from gateway.config import Config, Trunk
 from gateway.media.api import MediaError
 from gateway.policy.acl import Acl
+from gateway.sip.capabilities import allow
 from gateway.sip.stack import IncomingRequest
 
 
@@ -65,7 +66,8 @@ class B2bua(InviteFlow, InDialogFlow, OptionsRelay):
         elif req.method == "OPTIONS":
             self._options(req, tid, trunk)
         else:
-            self._reply(tid, req, out_of_dialog_status(req.method), extra=[("Allow", ALLOW)])
+            self._reply(tid, req, out_of_dialog_status(req.method),
+                        extra=[("Allow", allow(trunk))])
 
     async def sweep(self, now: float | None = None) -> list[str]:
         """End calls with neither signalling nor media for ``sip.session_expires`` seconds.

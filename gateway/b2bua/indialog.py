@@ -14,10 +14,11 @@ from gateway.b2bua.call import Call, CallState, EndReason, Leg
 from gateway.b2bua.core import CallCore, log
 from gateway.b2bua.dialog import forwarded_hops, refresh_target, request, response
 from gateway.b2bua.media import MediaBridge
-from gateway.b2bua.status import ACCEPT, ALLOW, RELAYED, is_sdp, reason, relayed_status
+from gateway.b2bua.status import ACCEPT, is_sdp, reason, relayed_status
 from gateway.b2bua.topology import copy_headers
 from gateway.config import Trunk
 from gateway.sdp.errors import SdpError
+from gateway.sip.capabilities import RELAYED, allow, capability_headers
 from gateway.sip.errors import SipError, TransactionTimeout
 from gateway.sip.events import Tid
 from gateway.sip.message import SipRequest
@@ -54,7 +55,9 @@ class InDialogFlow(CallCore):
             self._reply(tid, req, 200, leg=leg)
             self._end(call, EndReason.CALLER_BYE if leg is call.a else EndReason.CALLEE_BYE)
         elif method == "OPTIONS":
-            self._reply(tid, req, 200, leg=leg, extra=[("Allow", ALLOW), ("Accept", ACCEPT)])
+            self._reply(tid, req, 200, leg=leg,
+                        extra=[*capability_headers(leg.trunk, call.other(leg).trunk),
+                               ("Accept", ACCEPT)])
         elif req.max_forwards == 0:  # the rest goes on to the other leg: no hops left
             self._reply(tid, req, 483, leg=leg)
         elif method in ("INVITE", "UPDATE"):
@@ -64,7 +67,8 @@ class InDialogFlow(CallCore):
         elif (method not in RELAYED or method not in leg.trunk.methods
               or method not in call.other(leg).trunk.methods):
             # REFER and the like would need headers that never cross (Refer-To, Replaces)
-            self._reply(tid, req, 405, leg=leg, extra=[("Allow", ALLOW)])
+            self._reply(tid, req, 405, leg=leg,
+                        extra=[("Allow", allow(leg.trunk, call.other(leg).trunk))])
         elif call.state != CallState.CONFIRMED:
             self._reply(tid, req, 491 if method == "INVITE" else 403, leg=leg)
         else:
@@ -104,9 +108,10 @@ class InDialogFlow(CallCore):
         except SdpError as exc:
             self._reply(tid, req, exc.status, leg=leg)
             return
+        caps = capability_headers(other.trunk, leg.trunk) if req.method == "INVITE" else []
         out = request(other, req.method, body=offer,
-                      extra=copy_headers(req.headers, leg.trunk, other.trunk,
-                                         self.config.gateway.domain),
+                      extra=[*caps, *copy_headers(req.headers, leg.trunk, other.trunk,
+                                                  self.config.gateway.domain)],
                       user_agent=self.config.gateway.user_agent,
                       max_forwards=forwarded_hops(req))
         cseq = other.local_cseq
@@ -140,7 +145,8 @@ class InDialogFlow(CallCore):
             self._reply(tid, req, 488, leg=leg)
             return
         call.touch(self._clock())
-        self._reply(tid, req, 200, leg=leg, body=answer)
+        caps = capability_headers(leg.trunk, other.trunk) if req.method == "INVITE" else []
+        self._reply(tid, req, 200, leg=leg, body=answer, extra=caps)
 
     async def _offerless(self, req: SipRequest, tid: Tid, call: Call, leg: Leg,
                          bridge: MediaBridge) -> None:

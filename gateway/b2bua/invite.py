@@ -17,19 +17,12 @@ from gateway.b2bua.core import CallCore, PendingInvite, log
 from gateway.b2bua.dialog import forwarded_hops, learn_response, request, without_tag
 from gateway.b2bua.legs import callee_leg, callee_ruri, caller_leg, route_request
 from gateway.b2bua.media import MediaBridge
-from gateway.b2bua.status import (
-    ACCEPT,
-    ALLOW,
-    RETRY_AFTER,
-    SUPPORTED,
-    Extra,
-    is_sdp,
-    relayed_status,
-)
+from gateway.b2bua.status import ACCEPT, RETRY_AFTER, Extra, is_sdp, relayed_status
 from gateway.b2bua.topology import copy_headers, unsupported_required
 from gateway.config import HostPort, Trunk
 from gateway.media.api import MediaError, PortsExhausted
 from gateway.sdp.errors import SdpError
+from gateway.sip.capabilities import allow, capability_headers, supported
 from gateway.sip.errors import SipError, TransactionTimeout
 from gateway.sip.events import Tid
 from gateway.sip.message import SipRequest, SipResponse
@@ -102,12 +95,12 @@ class InviteFlow(CallCore):
             self._reply(tid, req, 503, extra=[("Retry-After", self._retry_after())])
             return
         if req.method not in trunk.methods:
-            self._reply(tid, req, 405, extra=[("Allow", ALLOW)])
+            self._reply(tid, req, 405, extra=[("Allow", allow(trunk))])
             return
         if req.max_forwards == 0:
             self._reply(tid, req, 483)
             return
-        unsupported = unsupported_required(req.headers, SUPPORTED)
+        unsupported = unsupported_required(req.headers, supported(trunk))
         if unsupported:
             self._reply(tid, req, 420, extra=[("Unsupported", ", ".join(unsupported))])
             return
@@ -167,7 +160,8 @@ class InviteFlow(CallCore):
         if inv.closed:
             return
         out = request(call.b, "INVITE", ruri=callee_ruri(dst, user), body=body,
-                      extra=copy_headers(req.headers, src, dst, self.config.gateway.domain),
+                      extra=[*capability_headers(dst, src),
+                             *copy_headers(req.headers, src, dst, self.config.gateway.domain)],
                       user_agent=self.config.gateway.user_agent,
                       max_forwards=forwarded_hops(req))
         cseq = call.b.local_cseq
@@ -279,7 +273,9 @@ class InviteFlow(CallCore):
         call.state = CallState.ANSWERED
         call.answered_at = now
         call.touch(now)
-        extra = copy_headers(resp.headers, call.b.trunk, call.a.trunk, self.config.gateway.domain)
+        extra = [*capability_headers(call.a.trunk, call.b.trunk),
+                 *copy_headers(resp.headers, call.b.trunk, call.a.trunk,
+                               self.config.gateway.domain)]
         self._answer_a(inv, 200, body=body, extra=extra)
         self._unacked[inv.tid] = call
         self._unacked_tid[call.id] = inv.tid

@@ -10,9 +10,10 @@ from gateway.b2bua.core import CallCore
 from gateway.b2bua.dialog import forwarded_hops, request
 from gateway.b2bua.legs import callee_leg, callee_ruri, route_request
 from gateway.b2bua.routing import Routed
-from gateway.b2bua.status import ACCEPT, ALLOW, relayed_status
+from gateway.b2bua.status import ACCEPT, relayed_status
 from gateway.b2bua.topology import copy_headers
 from gateway.config import Trunk
+from gateway.sip.capabilities import capability_headers
 from gateway.sip.errors import SipError, TransactionTimeout
 from gateway.sip.events import Tid
 from gateway.sip.message import SipRequest
@@ -22,10 +23,11 @@ class OptionsRelay(CallCore):
     """Out-of-dialog OPTIONS."""
 
     def _options(self, req: SipRequest, tid: Tid, trunk: Trunk) -> None:
+        routed = route_request(self.config, req, trunk)
         # Max-Forwards 0: the OPTIONS is for us, never forwarded (RFC 3261 §11)
-        if trunk.answer_options or req.max_forwards == 0 or not (
-                routed := route_request(self.config, req, trunk)):
-            self._reply(tid, req, 200, extra=[("Allow", ALLOW), ("Accept", ACCEPT)])
+        if trunk.answer_options or req.max_forwards == 0 or routed is None:
+            caps = capability_headers(trunk, routed.trunk if routed else None)
+            self._reply(tid, req, 200, extra=[*caps, ("Accept", ACCEPT)])
             return
         self._spawn(self._relay_options(req, tid, trunk, routed))
 
@@ -45,4 +47,5 @@ class OptionsRelay(CallCore):
             status = 408
         except SipError:
             status = 503
-        self._reply(tid, req, status, extra=[("Allow", ALLOW)] if status == 200 else None)
+        self._reply(tid, req, status,
+                    extra=capability_headers(src, dst) if status == 200 else None)

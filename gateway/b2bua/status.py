@@ -11,9 +11,6 @@ from gateway.b2bua.call import EndReason, Leg, new_token
 from gateway.b2bua.dialog import SDP, response
 from gateway.sip.message import REASONS, SipRequest, SipResponse
 
-SUPPORTED: tuple[str, ...] = ()       # option tags we honour in Require (none: 420 for all)
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, MESSAGE, NOTIFY"
-RELAYED = frozenset({"INFO", "MESSAGE", "NOTIFY"})   # in-dialog requests passed to the other leg
 ACCEPT = "application/sdp"
 RETRY_AFTER = "30"
 

@@ -1,10 +1,11 @@
 """Topology hiding: which headers of one leg may be copied onto the other.
 
 The B2BUA builds every routing header (Via, Route, Record-Route, Contact, From, To, Call-ID, CSeq,
-Max-Forwards) per leg itself; nothing else crosses unless the source trunk's ``pass_headers``
-allows it and neither trunk denies it. P-Asserted-Identity crosses only from a trusted trunk, and
-then only its user part (the host becomes our domain). 100rel is never offered on either leg, so
-it is stripped from Supported/Require and PRACK from Allow.
+Max-Forwards) per leg itself, and states its own Allow and Supported (gateway.sip.capabilities);
+nothing else crosses unless the source trunk's ``pass_headers`` allows it and neither trunk
+denies it. P-Asserted-Identity crosses only from a trusted trunk, and then only its user part
+(the host becomes our domain). 100rel is never offered on either leg, so it is stripped from a
+Require that a trunk lets through.
 """
 
 from __future__ import annotations
@@ -29,10 +30,8 @@ COMPACT = {
 OWN_HEADERS = frozenset({
     "via", "route", "record-route", "contact", "from", "to", "call-id", "cseq", "max-forwards",
     "content-length", "content-type", "content-encoding", "user-agent", "server", "rseq", "rack",
-    "p-preferred-identity", "path", "service-route",
+    "p-preferred-identity", "path", "service-route", "allow", "supported",
 })
-
-NO_100REL = ("supported", "require")
 
 
 def canonical(name: str) -> str:
@@ -108,12 +107,10 @@ def copy_headers(headers: Iterable[Header], src: Trunk, dst: Trunk, domain: str)
             continue
         if key not in allowed:
             continue
-        if key in NO_100REL:
+        if key == "require":
             value = without_tags(value, ("100rel",))
             if not value:
                 continue
-        elif key == "allow":
-            value = without_tags(value, ("PRACK",))
         out.append((name if len(name) > 1 else key.title(), value))
     return out
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from gateway.config import Config, Trunk
+from gateway.sip.capabilities import allow, supported
 from gateway.sip.message import SipRequest
 
-SUPPORTED_OPTIONS = ("timer",)
 MAX_VIA = 70  # RFC 3261 §8.1.1.6 recommends Max-Forwards 70: more hops than that is a loop
 URI_SCHEMES = frozenset({"sip", "sips", "tel"})
 _MAGIC_COOKIE = "z9hG4bK"
@@ -81,13 +81,14 @@ def _method(req: SipRequest, trunk: Trunk, f: _Facts) -> Rejection | None:
         return None
     return Rejection("policy.method", 405, "Method Not Allowed",
                      "method not allowed on this trunk",
-                     headers=(("Allow", ", ".join(trunk.methods)),))
+                     headers=(("Allow", allow(trunk)),))
 
 
 def _require(req: SipRequest, trunk: Trunk, f: _Facts) -> Rejection | None:
     if not f.require or req.method in ("ACK", "CANCEL"):  # RFC 3261 §8.2.2.3
         return None
-    unknown = [t for t in f.require if t.lower() not in SUPPORTED_OPTIONS]
+    ours = {t.lower() for t in supported(trunk)}
+    unknown = [t for t in f.require if t.lower() not in ours]
     if not unknown:
         return None
     return Rejection("policy.require", 420, "Bad Extension", "unsupported extension",

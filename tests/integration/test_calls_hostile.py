@@ -91,3 +91,47 @@ async def test_max_forwards_counts_down_across_the_legs(rig: Rig) -> None:
     assert [r.header("Max-Forwards") for r in rig.carrier.requests("OPTIONS")] == ["2"]
     await rig.settle()
     rig.assert_clean()
+
+
+HANDLED = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, NOTIFY"  # default trunk methods
+
+
+async def test_options_allow_lists_exactly_what_is_handled(rig: Rig) -> None:
+    """Item 6: no MESSAGE (405 on these trunks), PRACK (no 100rel) or REFER (405) in Allow;
+    every method listed is answered by the gateway or relayed."""
+    resp = await rig.pbx.options(f"sip:100@{DOMAIN}", rig.udp)
+    assert resp.status == 200 and resp.header_all("Allow") == HANDLED.split(", ")
+    assert resp.header("Supported") is None
+    call, _, _, _ = await establish(rig, rig.pbx, rig.carrier, "100", rig.udp)
+    for method in ("MESSAGE", "REFER", "PRACK"):
+        refused = await call.request(method, "x", "text/plain")
+        assert refused.status in (405, 481) and method not in (refused.header_all("Allow"))
+    assert (await call.request("INFO", "Signal=1\r\n", "application/dtmf-relay")).status == 200
+    assert (await call.request("NOTIFY", "x", "text/plain",
+                               [("Event", "talk")])).status == 200
+    in_dialog = await call.request("OPTIONS")
+    assert in_dialog.header_all("Allow") == HANDLED.split(", ")
+    await call.bye(3)
+    await rig.settle()
+    rig.assert_clean()
+
+
+async def test_allow_and_supported_do_not_cross_the_gateway(rig: Rig) -> None:
+    """Item 7: the caller's and the callee's Allow/Supported stay on their leg; each leg sees
+    the gateway's own Allow (and no Supported: it implements no option tag yet)."""
+    a_ep, b_ep = await rig.endpoints()
+    rig.carrier.uas.answer = answerer(b_ep)
+    rig.carrier.uas.extra_headers = (("Supported", "replaces, norefersub, x-callee"),
+                                     ("Allow", "INVITE, ACK, BYE, REFER, SUBSCRIBE"))
+    call = await rig.pbx.invite(f"sip:100@{DOMAIN}", rig.udp, plain_offer(a_ep),
+                                headers=[("Supported", "replaces, timer, x-caller")])
+    final = await call.wait_final(5)
+    incoming = await rig.carrier.wait_call(2)
+    assert incoming.invite is not None
+    assert incoming.invite.header_all("Allow") == HANDLED.split(", ")
+    assert not incoming.invite.has("Supported")
+    assert final.status == 200 and final.header_all("Allow") == HANDLED.split(", ")
+    assert not final.has("Supported")
+    await call.bye(3)
+    await rig.settle()
+    rig.assert_clean()

@@ -93,11 +93,12 @@ async def test_nothing_crosses_unless_allowed(rig: Rig) -> None:
     pbx_side = wire(rig.pbx.received)
     assert leaks(pbx_side, CALLEE_MARKS + carrier_own) == []
 
-    # what the policy lets through: From user, PAI user (trusted PBX) re-homed, Supported
+    # what the policy lets through: From user, PAI user (trusted PBX) re-homed; Supported is
+    # the gateway's own (none), never the caller's
     invite = incoming.invite
     assert "sip:pbxmarkuser@" in (invite.header("From") or "")
     assert invite.header("P-Asserted-Identity") == f"<sip:+4930999@{DOMAIN}>"
-    assert invite.header("Supported") == "timer"
+    assert invite.header("Supported") is None
     assert invite.header("User-Agent") == "srtpgw-test"
     assert "Record-Route" not in {n for n, _ in invite.headers}
     # our own Contact and Via are the listener the leg left from

@@ -43,16 +43,17 @@ HEADERS = [
 def test_only_allow_listed_headers_cross():
     out = copy_headers(HEADERS, trunk("a"), trunk("b"), "gw.test")
     names = [n.lower() for n, _ in out]
-    assert names == ["supported", "allow", "session-expires"]
+    assert names == ["session-expires"]
     text = repr(out)
     for mark in ("mark", "internal", "10.0.0.1", "MarkPBX", "4930123"):
         assert mark not in text
 
 
-def test_100rel_and_prack_removed():
-    out = dict(copy_headers(HEADERS, trunk("a"), trunk("b"), "gw.test"))
-    assert out["Supported"] == "timer, replaces"
-    assert out["Allow"] == "INVITE, ACK, BYE"
+def test_allow_and_supported_never_cross_even_if_listed():
+    """The gateway states its own per leg (issue 13 item 7); 100rel leaves a passed Require."""
+    src = trunk("a", pass_headers=("Allow", "Supported", "k", "Require"))
+    out = copy_headers([*HEADERS, ("Require", "100rel, timer")], src, trunk("b"), "gw.test")
+    assert out == [("Require", "timer")]
 
 
 def test_pai_only_from_trusted_and_rehomed():
@@ -63,10 +64,10 @@ def test_pai_only_from_trusted_and_rehomed():
 
 
 def test_pass_and_deny_lists():
-    src = trunk("a", pass_headers=("X-Secret", "Subject", "Supported"))
+    src = trunk("a", pass_headers=("X-Secret", "Subject"))
     dst = trunk("b", deny_headers=("subject",))
     out = copy_headers(HEADERS, src, dst, "gw.test")
-    assert [n for n, _ in out] == ["X-Secret", "Supported"]  # "k: 100rel" empties out
+    assert [n for n, _ in out] == ["X-Secret"]
     src = dataclasses.replace(src, deny_headers=("x-secret",))
     assert "X-Secret" not in dict(copy_headers(HEADERS, src, dst, "gw.test"))
 

@@ -67,15 +67,16 @@ def test_via_hops(screen) -> None:
 def test_method_allow_list_405(screen) -> None:
     rej, _ = screen(request("MESSAGE"), "carrier")
     assert (rej.rule, rej.status) == ("policy.method", 405)
-    assert rej.headers == (("Allow", "INVITE, ACK, BYE, CANCEL, OPTIONS"),)
+    assert rej.headers == (("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS"),)
     assert screen(request("INFO"), "pbx")[0] is None
 
 
 def test_require_420(screen) -> None:
+    """The firewall and the B2BUA read one list (gateway.sip.capabilities.SUPPORTED): the
+    gateway runs no session timer of its own, so a Require of ``timer`` is refused too."""
     rej, _ = screen(request(extra="Require: nothingSupportsThis, timer"))
     assert (rej.rule, rej.status) == ("policy.require", 420)
-    assert rej.headers == (("Unsupported", "nothingSupportsThis"),)
-    assert screen(request(extra="Require: timer"))[0] is None
+    assert rej.headers == (("Unsupported", "nothingSupportsThis, timer"),)
 
 
 @pytest.mark.parametrize("ua", ["friendly-scanner", "SIPVicious 0.3", "sipcli/v1.8", "pplsip"])
