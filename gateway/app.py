@@ -149,11 +149,13 @@ class Gateway:
             incoming.drop()
             return
         if verdict.action == "reject":
-            if incoming.tid is not None:
-                resp = req.create_response(verdict.status, verdict.reason or None)
-                for name, value in verdict.headers:
-                    resp.headers.add(name, value)
-                incoming.respond(resp)
+            # one stateless answer (RFC 3261 §8.2.7): the source may be spoofed, and an
+            # INVITE's refusal kept in a transaction would be retransmitted ~10 times to it
+            resp = req.create_response(verdict.status, verdict.reason or None,
+                                       to_tag=self.stack.stateless_tag(req))
+            for name, value in verdict.headers:
+                resp.headers.add(name, value)
+            incoming.reject(resp)
             return
         self.requests[(req.method, incoming.source.transport)] += 1
         self.b2bua.handle(incoming, verdict.trunk)

@@ -50,7 +50,7 @@ class B2bua(InviteFlow, InDialogFlow, OptionsRelay):
         if trunk is None:
             if tid is not None and not incoming.cancels and \
                     self.config.firewall.unknown_source == "403":
-                self._reply(tid, req, 403)
+                self._refuse(tid, req, 403)
             return
         if incoming.cancels:
             if tid is not None:

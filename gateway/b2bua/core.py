@@ -193,6 +193,13 @@ class CallCore:
         self.sip.respond(tid, reply(req, status, self.config.gateway.user_agent, leg=leg,
                                     body=body, extra=extra))
 
+    def _refuse(self, tid: Tid, req: SipRequest, status: int, *,
+                extra: Extra | None = None) -> None:
+        """Refuse a new request before any work for it: one stateless answer (RFC 3261
+        §8.2.7), so a spoofed source cannot make us retransmit an INVITE's refusal."""
+        self.sip.respond_stateless(tid, reply(req, status, self.config.gateway.user_agent,
+                                              extra=extra, to_tag=self.sip.stateless_tag(req)))
+
     def _answer_a(self, inv: PendingInvite, status: int, body: bytes = b"",
                   extra: Extra | None = None) -> None:
         if inv.closed:

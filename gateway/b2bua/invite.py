@@ -92,30 +92,30 @@ class InviteFlow(CallCore):
 
     def _new_invite(self, req: SipRequest, tid: Tid, trunk: Trunk, source: HostPort) -> None:
         if not self.accepting:
-            self._reply(tid, req, 503, extra=[("Retry-After", self._retry_after())])
+            self._refuse(tid, req, 503, extra=[("Retry-After", self._retry_after())])
             return
         if req.method not in trunk.methods:
-            self._reply(tid, req, 405, extra=[("Allow", allow(trunk))])
+            self._refuse(tid, req, 405, extra=[("Allow", allow(trunk))])
             return
         if req.max_forwards == 0:
-            self._reply(tid, req, 483)
+            self._refuse(tid, req, 483)
             return
         unsupported = unsupported_required(req.headers, supported(trunk))
         if unsupported:
-            self._reply(tid, req, 420, extra=[("Unsupported", ", ".join(unsupported))])
+            self._refuse(tid, req, 420, extra=[("Unsupported", ", ".join(unsupported))])
             return
         if req.body and not is_sdp(req):
-            self._reply(tid, req, 415, extra=[("Accept", ACCEPT)])
+            self._refuse(tid, req, 415, extra=[("Accept", ACCEPT)])
             return
         routed = route_request(self.config, req, trunk)
         if routed is None:
-            self._reply(tid, req, trunk.no_route_status)
+            self._refuse(tid, req, trunk.no_route_status)
             return
         dst = routed.trunk
         for t in (trunk, dst):
             if self.active_calls(t.name) >= t.max_calls:
                 self.counters["rejected.max_calls"] += 1
-                self._reply(tid, req, 503, extra=[("Retry-After", RETRY_AFTER)])
+                self._refuse(tid, req, 503, extra=[("Retry-After", RETRY_AFTER)])
                 return
         now = self._clock()
         a = caller_leg(req, trunk, source, self.sip.contact(trunk.listener))

@@ -51,12 +51,14 @@ def teardown_status(end: EndReason) -> int:
 
 
 def reply(req: SipRequest, status: int, user_agent: str | None, *, leg: Leg | None = None,
-          body: bytes = b"", extra: Extra | None = None) -> SipResponse:
-    """Our answer to ``req``: on a leg from its dialog state, else with a throwaway tag."""
+          body: bytes = b"", extra: Extra | None = None, to_tag: str | None = None
+          ) -> SipResponse:
+    """Our answer to ``req``: on a leg from its dialog state, else with ``to_tag`` or a
+    throwaway tag."""
     if leg is not None:
         return response(leg, req, status, reason(status), body=body, extra=extra or [],
                         user_agent=user_agent)
-    resp = req.create_response(status, reason(status), to_tag=new_token(8))
+    resp = req.create_response(status, reason(status), to_tag=to_tag or new_token(8))
     for name, value in (extra or []):
         resp.headers.add(name, value)
     if user_agent:

@@ -39,7 +39,13 @@ from gateway.sip.message import (
     error_response,
     parse_message,
 )
-from gateway.sip.transaction import Timers, TransactionLayer, client_tid, new_branch
+from gateway.sip.transaction import (
+    Timers,
+    TransactionLayer,
+    client_tid,
+    new_branch,
+    server_tid,
+)
 from gateway.sip.transport import MessageSource, SipTransports, Target
 
 log = get_logger("sip")
@@ -94,6 +100,12 @@ class IncomingRequest:
         if self.tid is None or self.cancels:
             return False
         return self.stack.respond(self.tid, response)
+
+    def reject(self, response: SipResponse) -> bool:
+        """Refuse this request with one stateless answer (see ``SipStack.respond_stateless``)."""
+        if self.tid is None or self.cancels:
+            return False
+        return self.stack.respond_stateless(self.tid, response)
 
     def drop(self) -> bool:
         """Never answer this request (e.g. a firewall drop): free its transaction now."""
@@ -292,6 +304,21 @@ class SipStack:
             self.responses.sent(response)
         self._pump()
         return ok
+
+    def respond_stateless(self, tid: Tid, response: SipResponse) -> bool:
+        """Refuse a request (300-699) once, outside any transaction (RFC 3261 §8.2.7): for
+        answers given before any work for the request, to sources that may be spoofed (an
+        INVITE's final answer would otherwise be retransmitted until an ACK that never comes).
+        The To tag should be ``stateless_tag(request)``, the same for a retransmission."""
+        ok = self.layer.answer_stateless(tid, response)
+        if ok:
+            self.responses.sent(response)
+        self._pump()
+        return ok
+
+    def stateless_tag(self, request: SipRequest) -> str:
+        """A To tag that a retransmission of ``request`` gets again (§8.2.7), unguessable."""
+        return self.layer.stateless_tag(server_tid(request))
 
     def drop(self, tid: Tid) -> bool:
         """End a server transaction without a response (unanswered ones expire anyway)."""

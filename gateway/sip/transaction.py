@@ -14,7 +14,9 @@ user of this stack needs exactly that behaviour.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import hmac
 import itertools
 import operator
 import secrets
@@ -221,6 +223,7 @@ class TransactionLayer:
         # ACK matches its INVITE's transaction only from there (RFC 3261 §9.2, §17.2.3): the
         # branch alone is no proof, anyone who saw it could end another trunk's call.
         self._same_origin = same_origin
+        self._tag_key = secrets.token_bytes(16)
         self.max_transactions = max_transactions  # beyond this, new requests get a 503
         self._txns: dict[Tid, _Txn] = {}
         self._heap: list[tuple[float, int, Tid, str]] = []
@@ -340,6 +343,19 @@ class TransactionLayer:
             self._start(t, "H", now)
         return True
 
+    def answer_stateless(self, tid: Tid, response: SipResponse) -> bool:
+        """Answer a server transaction's request once and forget the transaction (RFC 3261
+        §8.2.7, a stateless UAS): no retransmission until an ACK that a spoofed source never
+        sends, so a refusal costs one response per request received, never ten. A
+        retransmitted request is a new request and is refused again."""
+        t = self._txns.get(tid)
+        if (t is None or t.kind not in (IST, NIST) or t.state not in (TRYING, PROCEEDING)
+                or response.status < 300):
+            return False
+        self._send(response.to_bytes(), t.dest)
+        self._terminate(t)
+        return True
+
     def forget(self, tid: Tid) -> bool:
         """End a server transaction without answering (a request dropped on purpose)."""
         t = self._txns.get(tid)
@@ -383,7 +399,7 @@ class TransactionLayer:
         if req.method == "CANCEL" and not self._cancels_own_invite(tid, source):
             # §9.2: 481, statelessly: a CANCEL from elsewhere must not hold a transaction
             # that would swallow the real one (same branch) as its retransmission
-            refused = req.create_response(481, to_tag=_new_tag())
+            refused = req.create_response(481, to_tag=self.stateless_tag(tid))
             self._send(refused.to_bytes(), source)
             self._own.append(refused)
             return
@@ -435,8 +451,11 @@ class TransactionLayer:
             # the From field as received stands for its tag: a forked copy carries it unchanged,
             # and reading it raw spares parsing two name-addrs per request
             key = (req.call_id, headers.get("From") or "", req.cseq.number, req.method)
-            if key in self._merge:
-                self._answer(tid, req.create_response(482, to_tag=_new_tag()), now)
+            if key in self._merge:  # refused statelessly, like every refusal before work
+                del self._txns[tid]
+                merged = req.create_response(482, to_tag=self.stateless_tag(tid))
+                self._send(merged.to_bytes(), source)
+                self._own.append(merged)
                 return
             t.merge_key = key
             self._merge[key] = tid
@@ -446,6 +465,12 @@ class TransactionLayer:
         else:
             self._arm(t, "Y", now + 64 * self.timers.t1)
         self._events.append(RequestReceived(tid, req, source))
+
+    def stateless_tag(self, tid: Tid) -> str:
+        """The To tag of a refusal sent without a transaction: the same for a retransmission
+        (RFC 3261 §8.2.7), unguessable for anyone else."""
+        return hmac.new(self._tag_key, repr(tid).encode("utf-8", "surrogateescape"),
+                        hashlib.sha256).hexdigest()[:12]
 
     def _cancels_own_invite(self, tid: Tid, source: Any) -> bool:
         inv = self._txns.get(_with_method(tid, "INVITE"))

@@ -83,3 +83,27 @@ def test_connection_reset_before_accept_leaves_no_traceback(gateway: Gateway,
     for line in (gateway.tmp / "gateway.log").read_text().splitlines():
         json.loads(line)
     assert gateway.stderr.read_text().strip() == ""
+
+
+def test_refused_invite_is_answered_once_statelessly(gateway: Gateway) -> None:
+    """Item 17: an INVITE from a permitted (spoofable) UDP source that the firewall refuses
+    (420) or the B2BUA refuses before any work (415) gets one answer, not one per timer G
+    tick until an ACK that a spoofed source never sends; a retransmission is answered once
+    more, with the same To tag (RFC 3261 §8.2.7)."""
+    c = UdpClient()
+    try:
+        refused = request("INVITE", port=c.port, extra="Require: x-unknown-ext\r\n")
+        c.send(refused, gateway.ports["udp"])
+        first = c.collect(3.5, until_final=False)
+        c.send(refused, gateway.ports["udp"])
+        again = c.collect(1.5, until_final=False)
+        body = request("INVITE", port=c.port, body="hello").replace(
+            b"Content-Type: application/sdp", b"Content-Type: text/plain")
+        c.send(body, gateway.ports["udp"])
+        other = c.collect(3.5, until_final=False)
+    finally:
+        c.close()
+    assert [status_of(a) for a in first] == [420]
+    assert [status_of(a) for a in again] == [420] and again[0] == first[0]
+    assert [status_of(a) for a in other] == [415]
+    assert_clean_log(gateway)

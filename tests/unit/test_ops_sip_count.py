@@ -99,6 +99,7 @@ def test_layer_reports_its_own_responses_once() -> None:
     src = ("192.0.2.1", 5060)
     layer.receive(request("INVITE", "z9hG4bKi1"), src, False, 0.0)
     layer.receive(request("INVITE", "z9hG4bKi2"), src, False, 0.0)  # merged: 482
+    layer.receive(request("OPTIONS", "z9hG4bKo0", "x"), src, False, 0.0)  # (merged: no slot)
     layer.receive(request("OPTIONS", "z9hG4bKo1", "y"), src, False, 0.0)  # table full: 503
     layer.handle_timer(0.3)  # the first INVITE's 100 Trying
     layer.receive(request("INVITE", "z9hG4bKi1"), src, False, 0.4)  # retransmission

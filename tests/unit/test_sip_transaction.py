@@ -629,3 +629,21 @@ def test_cancel_twice_sends_one_cancel() -> None:
     pending = TransactionLayer(T)
     tid = pending.send_request(request(), PEER, reliable=False, now=0.0)
     assert pending.cancel(tid, 0.1) and not pending.cancel(tid, 0.2)
+
+
+def test_stateless_refusal_is_sent_once_and_keeps_no_transaction() -> None:
+    """§8.2.7 (issue 13 item 17): no timer G, no state; a retransmission starts afresh."""
+    layer = TransactionLayer(T)
+    req = request()
+    layer.receive(req, PEER, False, 0.0)
+    (ev,) = events(layer)
+    refusal = response(req, 403, to_tag=layer.stateless_tag(ev.tid))
+    assert not layer.answer_stateless(ev.tid, response(req, 200))  # only refusals
+    assert layer.answer_stateless(ev.tid, refusal)
+    assert sent(layer) == [refusal.to_bytes()] and len(layer) == 0
+    assert events(layer) == [Terminated(ev.tid)]
+    run_until(layer, 40.0)
+    assert sent(layer) == []
+    layer.receive(req, PEER, False, 41.0)  # the INVITE again: a new request for the TU
+    assert [type(e) for e in events(layer)] == [RequestReceived]
+    assert layer.stateless_tag(ev.tid) == refusal.to.tag
