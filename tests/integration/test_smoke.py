@@ -55,14 +55,16 @@ def demo_config(tmp: Path) -> tuple[Path, int, int]:
     return path, udp, tls
 
 
-def wait_for_line(proc: subprocess.Popen[str], pattern: str, timeout: float) -> str:
+def wait_for_line(proc: subprocess.Popen[bytes], pattern: str, timeout: float) -> str:
+    """stderr must be unbuffered (bufsize=0): a buffered reader may hold the awaited line
+    after select() has reported the pipe empty."""
     deadline = time.monotonic() + timeout
     seen = []
     assert proc.stderr is not None
     while time.monotonic() < deadline:
         ready, _, _ = select.select([proc.stderr], [], [], 0.1)
         if ready:
-            line = proc.stderr.readline()
+            line = proc.stderr.readline().decode(errors="replace")
             if not line and proc.poll() is not None:
                 break
             seen.append(line)
@@ -91,7 +93,7 @@ def test_run_demo_config_answers_and_stops_cleanly(tmp_path: Path) -> None:
     config, udp_port, tls_port = demo_config(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "run", "-c", str(config)],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, bufsize=0,
     )
     try:
         ready = wait_for_line(proc, "event=gateway.ready", timeout=20)
@@ -119,7 +121,7 @@ def test_run_demo_config_answers_and_stops_cleanly(tmp_path: Path) -> None:
         assert proc.wait(timeout=5) == 0
         assert time.monotonic() - t0 < 2.0
         assert proc.stderr is not None
-        rest = proc.stderr.read()
+        rest = proc.stderr.read().decode(errors="replace")
         assert "Traceback" not in rest, rest
         assert_structured(ready + "\n" + rest, "kv", "srtpgw run stderr")
     finally:
