@@ -20,6 +20,7 @@ from gateway.media.api import LegConfig, PortsExhausted, UnknownSession, generat
 from gateway.media.control import ControlError, ControlServer, RelayClient
 from gateway.media.relay import MediaRelay
 from gateway.media.srtp import SrtpContext
+from tests.support.logcheck import watch
 
 
 def free_range(size: int) -> tuple[int, int]:
@@ -38,9 +39,12 @@ def rtp(seq: int, ssrc: int = 0x77) -> bytes:
 def relay_process(tmp_path: Path):
     control = str(tmp_path / "relay.sock")
     lo, hi = free_range(8)
-    proc = subprocess.Popen([sys.executable, "-m", "gateway.media", "--control", control,
-                             "--port-min", str(lo), "--port-max", str(hi), "--timeout", "0.4"],
-                            stdout=subprocess.PIPE)
+    err = tmp_path / "relay.stderr"
+    with open(err, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway.media", "--control", control,
+                                 "--port-min", str(lo), "--port-max", str(hi), "--timeout",
+                                 "0.4"], stdout=subprocess.PIPE, stderr=fh)
+    watch(err, "kv")  # the worker's stderr carries its kv log and nothing else
     assert proc.stdout is not None
     ready = json.loads(proc.stdout.readline())
     assert ready == {"ready": True, "control": control, "pid": proc.pid}
