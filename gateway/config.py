@@ -107,6 +107,7 @@ class MediaSection:
     port_max: int = 39999
     inactivity_timeout: float = 60.0
     nat_relatch_after: float = 1.5  # nat_learning: latched source silent this long before a move
+    engine: str = "native"  # "native" (C loop, falls back when not built) or "python" (reference)
 
     @property
     def sdp_address(self) -> str:
@@ -543,6 +544,7 @@ def _media(r: _Reader) -> MediaSection:
         port_max=_port(r, "port_max", d.port_max),
         inactivity_timeout=r.number("inactivity_timeout", d.inactivity_timeout, 1, 86400),
         nat_relatch_after=r.number("nat_relatch_after", d.nat_relatch_after, 0.1, 60),
+        engine=r.choice("engine", ("native", "python"), d.engine),
     )
     if out.port_min % 2:
         raise r.error("port_min", f"must be even (RTP even, RTCP odd); got {out.port_min}")

@@ -39,6 +39,7 @@ def _media_section(args: argparse.Namespace) -> MediaSection:
         port_max=args.port_max or base.port_max,
         inactivity_timeout=args.timeout or base.inactivity_timeout,
         nat_relatch_after=base.nat_relatch_after,
+        engine=args.engine or base.engine,
     )
 
 
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port-min", type=int)
     ap.add_argument("--port-max", type=int)
     ap.add_argument("--timeout", type=float, help="inactivity timeout in seconds")
+    ap.add_argument("--engine", choices=("native", "python"), help="per-packet loop (overrides "
+                    "config; native falls back to python when not built)")
     ap.add_argument("--log-level", default="warning")
     args = ap.parse_args(argv)
     setup_logging(args.log_level)

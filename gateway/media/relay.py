@@ -10,6 +10,10 @@ the peer leg's socket. RFC 7983 demultiplexing: first byte
 128..191 is RTP/RTCP (RTCP when the payload type byte is 192..223, RFC 5761), 20..63 is DTLS and
 goes to the handler the DTLS layer attached for that port: without rtcp-mux the RTCP port has its
 own handler (RFC 5764 §4.1: a second DTLS association there). Run it on uvloop.
+
+That is the Python engine, the reference. With ``[media] engine = "native"`` (the default when
+the extension is built) the same epoll set is drained by the C loop of ``gateway.media.native``,
+which relays the steady state itself and punts everything else, in order, to ``_handle``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gateway.config import MediaSection
+from gateway.media import native
 from gateway.media.api import (
     Address,
     DtlsHandler,
@@ -97,12 +102,31 @@ class MediaRelay:
         self._closed = False
         self._epoll = select.epoll()
         self._slots: dict[int, tuple[LegStream, Any, bool]] = {}
-        self._loop.add_reader(self._epoll.fileno(), self._on_events)
+        self._native: native.NativeLoop | None = None
+        if media.engine == "native":
+            if native.UNAVAILABLE is None:
+                # a slot per leg: each port pair of the range serves one leg
+                self._native = native.NativeLoop(self._pool.size + 1)
+            else:
+                log.warning("media.engine_fallback", engine="python", reason=native.UNAVAILABLE)
+        self.engine = "native" if self._native is not None else "python"
+        self._loop.add_reader(self._epoll.fileno(),
+                              self._on_events if self._native is None else self._on_native)
 
     def _watch(self, ep: LegStream, sock: socket.socket, rtcp_port: bool) -> None:
         fd = sock.fileno()
         self._slots[fd] = (ep, sock.recvfrom_into, rtcp_port)
+        if self._native is not None:
+            self._native.watch(fd, ep, rtcp_port)
         self._epoll.register(fd, select.EPOLLIN)
+
+    def _sync(self, ep: LegStream) -> None:
+        if self._native is not None:
+            self._native.sync(ep)
+
+    def _collect(self) -> None:
+        if self._native is not None:
+            self._native.collect()
 
     # ------------------------------------------------------------------ sessions
 
@@ -131,6 +155,8 @@ class MediaRelay:
                     sess.legs[leg].append(ep)
                     pair.append(ep)
                 pair[0].peer, pair[1].peer = pair[1], pair[0]
+                self._sync(pair[0])
+                self._sync(pair[1])
                 sess.activity.append((0, 0))
                 sess.idle_since.append(now)
                 sess.reported.append(False)
@@ -170,6 +196,8 @@ class MediaRelay:
             ep = LegStream(port, rtcp_mux)
             ep.clock = self._loop.time
             ep.relatch_after = self._relatch_after
+            if self._native is not None:
+                self._native.add(ep)
             self._attach(sess, ep, rtp, rtcp)
             return ep
         log.warning("media.ports_exhausted", free=len(self._pool), size=self._pool.size)
@@ -225,13 +253,19 @@ class MediaRelay:
         sess, ep = self._find(session_id, leg, stream)
         cfg = replace(cfg, remote_rtp=_remote(cfg.remote_rtp), remote_rtcp=_remote(cfg.remote_rtcp))
         self._rtcp_sender(sess, ep, cfg.rtcp_mux)
+        self._collect()  # the C loop's counters are the leg's before its state changes
         ep.configure(cfg)
+        self._sync(ep)
 
     async def add_rx(self, session_id: str, leg: int, stream: int, params: SrtpParams) -> None:
-        self._find(session_id, leg, stream)[1].add_rx(params)
+        ep = self._find(session_id, leg, stream)[1]
+        ep.add_rx(params)
+        self._sync(ep)
 
     async def drop_rx(self, session_id: str, leg: int, stream: int) -> None:
-        self._find(session_id, leg, stream)[1].drop_rx()
+        ep = self._find(session_id, leg, stream)[1]
+        ep.drop_rx()
+        self._sync(ep)
 
     async def stats(self, session_id: str) -> SessionStats:
         return self.stats_now(session_id)
@@ -240,6 +274,7 @@ class MediaRelay:
         sess = self._sessions.get(session_id)
         if sess is None:
             raise UnknownSession(session_id)
+        self._collect()
         legs = tuple(tuple(ep.stats() for ep in sess.legs[leg]) for leg in (0, 1))
         return SessionStats(session_id, (legs[0], legs[1]))
 
@@ -254,8 +289,14 @@ class MediaRelay:
 
     def _release(self, sess: _Session) -> None:
         totals = self._closed_totals
+        self._collect()
+        for sock in sess.sockets:
+            if self._native is not None:
+                self._native.unwatch(sock.fileno())
         for leg in sess.legs:
             for ep in leg:
+                if self._native is not None:
+                    self._native.remove(ep)
                 for name in _COUNTERS:
                     totals[name] += getattr(ep, name)
                 for name in _DROPS:
@@ -275,6 +316,7 @@ class MediaRelay:
         return list(self._sessions)
 
     def totals(self) -> RelayTotals:
+        self._collect()
         t = dict(self._closed_totals)
         for sess in self._sessions.values():
             for leg in sess.legs:
@@ -334,11 +376,11 @@ class MediaRelay:
     # ------------------------------------------------------------------ hot path
 
     def _on_events(self) -> None:
-        buf = self._buf
-        data = buf.data
-        view = buf.view
+        """The Python path: one recvfrom_into per ready socket per epoll round."""
+        data = self._buf.data
         slots = self._slots
         poll = self._epoll.poll
+        handle = self._handle
         for _ in range(POLL_ROUNDS):
             events = poll(0, POLL_EVENTS)
             for fd, _ev in events:
@@ -353,38 +395,61 @@ class MediaRelay:
                 except OSError:
                     ep.drop_malformed += 1
                     continue
-                first = data[0]
-                if 127 < first < 192 and 8 <= n <= MAX_PACKET:
-                    if rtcp_port or (191 < data[1] < 224):
-                        m = ep.rtcp_in(buf, n, addr)
-                        if m:
-                            peer = ep.peer
-                            try:
-                                peer.send_rtcp(view[:m], peer.dst_rtcp)  # type: ignore[misc]
-                            except OSError:
-                                peer.packets_out -= 1
-                                ep.drop_send_error += 1
-                    elif n >= 12:
-                        m = ep.rtp_in(buf, n, addr)
-                        if m:
-                            peer = ep.peer
-                            try:
-                                peer.send_rtp(view[:m], peer.dst_rtp)  # type: ignore[misc]
-                            except OSError:
-                                peer.packets_out -= 1
-                                ep.drop_send_error += 1
-                    else:
-                        ep.drop_malformed += 1
-                elif 19 < first < 64:
-                    handler = ep.dtls_rtcp_handler if rtcp_port else ep.dtls_handler
-                    if handler is not None:
-                        handler(bytes(view[:n]), addr)
-                    else:
-                        ep.drop_malformed += 1
-                else:
-                    ep.drop_malformed += 1
+                handle(ep, n, addr, rtcp_port, False)
             if len(events) < POLL_AGAIN:
                 return  # a small batch: the loop will wake us when more arrive
+
+    def _on_native(self) -> None:
+        """The native path: the C loop drains the set; what it punts is handled as above."""
+        assert self._native is not None
+        handle = self._handle
+        for ep, n, addr, rtcp_port, authenticated in self._native.poll(
+                self._epoll.fileno(), self._buf, POLL_ROUNDS, POLL_AGAIN):
+            handle(ep, n, addr, rtcp_port, authenticated)
+
+    def _handle(self, ep: LegStream, n: int, addr: Any, rtcp_port: bool,
+                authenticated: bool) -> None:
+        """One received datagram (in the shared buffer): RFC 7983 demultiplexing, relay, send.
+
+        ``authenticated``: the native loop already unprotected it with the leg's context.
+        """
+        buf = self._buf
+        data = buf.data
+        first = data[0]
+        if authenticated:
+            m = ep.rtp_authenticated(buf, n, addr)
+            if m:
+                self._send(ep, m, False)
+        elif 127 < first < 192 and 8 <= n <= MAX_PACKET:
+            if rtcp_port or (191 < data[1] < 224):
+                m = ep.rtcp_in(buf, n, addr)
+                if m:
+                    self._send(ep, m, True)
+            elif n >= 12:
+                m = ep.rtp_in(buf, n, addr)
+                if m:
+                    self._send(ep, m, False)
+            else:
+                ep.drop_malformed += 1
+        elif 19 < first < 64:
+            handler = ep.dtls_rtcp_handler if rtcp_port else ep.dtls_handler
+            if handler is not None:
+                handler(bytes(buf.view[:n]), addr)
+            else:
+                ep.drop_malformed += 1
+        else:
+            ep.drop_malformed += 1
+
+    def _send(self, ep: LegStream, m: int, rtcp: bool) -> None:
+        peer = ep.peer
+        try:
+            if rtcp:
+                peer.send_rtcp(self._buf.view[:m], peer.dst_rtcp)  # type: ignore[misc]
+            else:
+                peer.send_rtp(self._buf.view[:m], peer.dst_rtp)  # type: ignore[misc]
+        except OSError:
+            peer.packets_out -= 1
+            ep.drop_send_error += 1
 
     # ------------------------------------------------------------------ inactivity
 
@@ -396,6 +461,7 @@ class MediaRelay:
 
     def _check_activity(self) -> None:
         self._timer = None
+        self._collect()
         now = self._loop.time()
         expired: list[tuple[str, int]] = []
         for sess in self._sessions.values():

@@ -151,6 +151,19 @@ class LegStream:
         elif addr != self.latched_rtp and not self._admit_plain(addr, False):
             self.drop_source += 1
             return 0
+        return self._forward_rtp(buf, rx is None)
+
+    def rtp_authenticated(self, buf: PacketBuffer, n: int, addr: Address) -> int:
+        """rtp_in for a packet the native loop already unprotected (``n`` plaintext bytes)
+        with this leg's inbound context, from a source it had not latched."""
+        buf.length[0] = n
+        if addr != self.latched_rtp:
+            self._latch_rtp(addr)
+        return self._forward_rtp(buf, False)
+
+    def _forward_rtp(self, buf: PacketBuffer, plain: bool) -> int:
+        """The admitted packet in ``buf`` (length in ``buf.length``), protected for the peer."""
+        lenp = buf.length
         self.packets_in += 1
         peer = self.peer
         tx = peer.tx_handle
@@ -159,7 +172,7 @@ class LegStream:
             if peer.dst_rtp is None:
                 self.drop_no_remote += 1
                 return 0
-            if rx is None and buf.data[8:12] != peer.tx_ssrc and not peer.track_tx_ssrc(
+            if plain and buf.data[8:12] != peer.tx_ssrc and not peer.track_tx_ssrc(
                     buf.data[8:12]):
                 self.drop_repeat_index += 1
                 return 0
