@@ -224,7 +224,7 @@ def _row(name: str, result: LoadResult, cpu: float, rss: int) -> dict[str, Any]:
 
 def run_srtpgw(gen: LoadGenerator, args: argparse.Namespace, tmp: str) -> dict[str, Any]:
     control = os.path.join(tmp, "relay.sock")
-    relay = media_load.start_relay(control, args.port_min, args.port_min + 3999)
+    relay = media_load.start_relay(control, args.port_min, args.port_min + 3999, args.engine)
     try:
         async def prepare() -> None:
             client = await media_load.RelayClient.connect(control)
@@ -263,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                          "the ratio uses each relay's median, which tames a shared machine")
     ap.add_argument("--port-min", type=int, default=48000,
                     help="srtpgw uses port-min..+3999, rtpengine the next 4000")
+    ap.add_argument("--engine", choices=("native", "python"), default="native",
+                    help="srtpgw's per-packet loop")
     args = ap.parse_args(argv)
     if not 1 <= args.sessions <= 1000 or not 0 < args.pps <= 100_000 or not (
             0 < args.duration <= 60) or not 1 <= args.rounds <= 5:
@@ -291,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     ours, theirs = median_cpu("srtpgw"), median_cpu("rtpengine")
     ratio = round(ours / theirs, 2) if ours and theirs else None
     print(f"median CPU µs/packet: srtpgw {ours}, rtpengine {theirs}; ratio {ratio}")
-    print(json.dumps({"benchmark": "compare_rtpengine", "sessions": args.sessions,
+    print(json.dumps({"benchmark": "compare_rtpengine", "engine": args.engine,
+                      "sessions": args.sessions,
                       "offered_pps": args.pps, "duration_s": args.duration, "suite": SUITE,
                       "median_cpu_us_per_packet": {"srtpgw": ours, "rtpengine": theirs},
                       "cpu_ratio_srtpgw_over_rtpengine": ratio, "runs": rows}))

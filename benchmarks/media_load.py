@@ -12,6 +12,7 @@ generator-to-generator baseline, whose difference is the latency the relay adds;
 generator's own CPU. Progress line each second, then a table and one JSON line.
 
     .venv/bin/python benchmarks/media_load.py [--sessions 200] [--pps 20000] [--duration 10]
+        [--engine native|python]
 
 The generator (``LoadGenerator``) is reusable against any relay: make it, read
 ``endpoints(i)`` to tell the relay where session i's peers are, call ``set_target`` with the
@@ -219,10 +220,11 @@ def proc_rss_kib(pid: int) -> int:
     return 0
 
 
-def start_relay(control: str, port_min: int, port_max: int) -> subprocess.Popen[bytes]:
+def start_relay(control: str, port_min: int, port_max: int, engine: str = "native"
+                ) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen([sys.executable, "-m", "gateway.media", "--control", control,
-                             "--port-min", str(port_min), "--port-max", str(port_max)],
-                            stdout=subprocess.PIPE)
+                             "--port-min", str(port_min), "--port-max", str(port_max),
+                             "--engine", engine], stdout=subprocess.PIPE)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line or not json.loads(line).get("ready"):
@@ -231,9 +233,12 @@ def start_relay(control: str, port_min: int, port_max: int) -> subprocess.Popen[
     return proc
 
 
-async def setup(client: RelayClient, gen: LoadGenerator, sessions: int, suite: str) -> None:
-    infos = await client.create_sessions(sessions)
-    for i, info in enumerate(infos):
+async def setup(client: RelayClient, gen: LoadGenerator, sessions: int, suite: str,
+                worker: int = 0, workers: int = 1) -> None:
+    """Sessions worker, worker + workers, ... of the generator, on this relay."""
+    mine = list(range(worker, sessions, workers))
+    infos = await client.create_sessions(len(mine))
+    for i, info in zip(mine, infos, strict=True):
         plain_peer, srtp_peer = gen.endpoints(i)
         peer_key, relay_key = generate_params(suite), generate_params(suite)
         await client.update_leg(info.session_id, 0, 0, LegConfig(remote_rtp=plain_peer))
@@ -254,42 +259,86 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds of direct generator-to-generator traffic first, to subtract "
                          "the generator's own latency (0 = skip)")
     ap.add_argument("--quiet", action="store_true", help="no progress lines")
+    ap.add_argument("--engine", choices=("native", "python"), default="native",
+                    help="the relay's per-packet loop (native falls back to python if not built)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="relay processes, each with its slice of the port range; sessions are "
+                         "spread evenly over them")
+    ap.add_argument("--kernel-floor", action="store_true",
+                    help="relay through benchmarks/kernel_floor.c instead (built with cc): the "
+                         "same recvmmsg/sendmmsg syscalls, no SRTP, plain on both legs")
     args = ap.parse_args(argv)
     if not 1 <= args.sessions <= 2000 or not 0 < args.pps <= 200_000 or not (
             0 < args.duration <= 120) or not 0 <= args.baseline <= 60:
         ap.error("--sessions 1..2000, --pps up to 200000, --duration up to 120 s, "
                  "--baseline up to 60 s")
+    if not 1 <= args.workers <= 16 or (args.port_max - args.port_min + 1) // args.workers < (
+            4 * args.sessions // args.workers + 4):
+        ap.error("--workers 1..16, each with room for its sessions in the port range")
 
     with tempfile.TemporaryDirectory(prefix="srtpgw-load-") as tmp:
-        control = os.path.join(tmp, "relay.sock")
-        relay = start_relay(control, args.port_min, args.port_max)
+        gen = LoadGenerator(args.sessions)
+        relays: list[subprocess.Popen[bytes]] = []
         try:
-            gen = LoadGenerator(args.sessions)
-            try:
-                return _run(args, relay, control, gen)
-            finally:
-                gen.close()
+            if args.kernel_floor:
+                relays.append(start_floor(tmp, args.port_min, gen, args.sessions))
+                return _run(args, relays, [], gen)
+            span = (args.port_max - args.port_min + 1) // args.workers // 2 * 2
+            controls = [os.path.join(tmp, f"relay{w}.sock") for w in range(args.workers)]
+            for w, control in enumerate(controls):
+                lo = args.port_min + w * span
+                relays.append(start_relay(control, lo, lo + span - 1, args.engine))
+            return _run(args, relays, controls, gen)
         finally:
-            relay.terminate()
-            relay.wait(10)
+            gen.close()
+            for relay in relays:
+                relay.terminate()
+                relay.wait(10)
 
 
-async def _prepare(control: str, gen: LoadGenerator, args: argparse.Namespace) -> RelayTotals:
-    client = await RelayClient.connect(control)
-    await setup(client, gen, args.sessions, args.suite)
-    totals = await client.fetch_totals()
-    await client.close()
-    return totals
+def start_floor(tmp: str, port_min: int, gen: LoadGenerator, sessions: int
+                ) -> subprocess.Popen[bytes]:
+    """Build and start the kernel floor; session i is plain on both legs."""
+    exe = os.path.join(tmp, "kernel_floor")
+    src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_floor.c")
+    subprocess.run(["cc", "-O2", "-o", exe, src], check=True)
+    proc = subprocess.Popen([exe, str(port_min), str(sessions)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write("".join(f"{gen.endpoints(i)[0][1]} {gen.endpoints(i)[1][1]}\n"
+                             for i in range(sessions)).encode())
+    proc.stdin.close()
+    if proc.stdout.readline().strip() != b"ready":
+        proc.kill()
+        raise SystemExit("kernel floor did not start")
+    for i in range(sessions):
+        base = port_min + 4 * i
+        gen.set_target(i, ("127.0.0.1", base), ("127.0.0.1", base + 2), None, None)
+    return proc
 
 
-async def _fetch_totals(control: str) -> RelayTotals:
-    client = await RelayClient.connect(control)
-    totals = await client.fetch_totals()
-    await client.close()
-    return totals
+async def _prepare(controls: list[str], gen: LoadGenerator, args: argparse.Namespace
+                   ) -> list[RelayTotals]:
+    """Session i goes to worker i mod N: the least loaded, as all sessions carry equal load."""
+    out = []
+    for w, control in enumerate(controls):
+        client = await RelayClient.connect(control)
+        await setup(client, gen, args.sessions, args.suite, w, len(controls))
+        out.append(await client.fetch_totals())
+        await client.close()
+    return out
 
 
-def _run(args: argparse.Namespace, relay: subprocess.Popen[bytes], control: str,
+async def _fetch_totals(controls: list[str]) -> list[RelayTotals]:
+    out = []
+    for control in controls:
+        client = await RelayClient.connect(control)
+        out.append(await client.fetch_totals())
+        await client.close()
+    return out
+
+
+def _run(args: argparse.Namespace, relays: list[subprocess.Popen[bytes]], controls: list[str],
          gen: LoadGenerator) -> int:
     """Baseline (generator to itself), then the relayed run; the generator runs in this
     process's main thread, so no other thread competes with it for the GIL."""
@@ -299,27 +348,42 @@ def _run(args: argparse.Namespace, relay: subprocess.Popen[bytes], control: str,
             plain_peer, srtp_peer = gen.endpoints(i)
             gen.set_target(i, srtp_peer, plain_peer, None, None)
         baseline = gen.run(args.pps, args.baseline)
-    rss_empty = proc_rss_kib(relay.pid)
-    before = asyncio.run(_prepare(control, gen, args))
-    cpu_before = proc_cpu_s(relay.pid)
+    pids = [r.pid for r in relays]
+    rss_empty = sum(proc_rss_kib(pid) for pid in pids)
+    before = asyncio.run(_prepare(controls, gen, args))
+
+    def cpu() -> float:
+        return sum(proc_cpu_s(pid) for pid in pids)
+
+    cpu_before = cpu()
     last = [time.monotonic(), cpu_before]
 
     def progress(elapsed_ns: int, sent: int, received: int, bad: int) -> None:
         if args.quiet:
             return
-        now, cpu = time.monotonic(), proc_cpu_s(relay.pid)
-        load = 100 * (cpu - last[1]) / max(1e-9, now - last[0])
-        last[:] = [now, cpu]
+        now, used = time.monotonic(), cpu()
+        load = 100 * (used - last[1]) / max(1e-9, now - last[0])
+        last[:] = [now, used]
         print(f"  t={elapsed_ns / 1e9:5.1f}s sent={sent} received={received} bad={bad} "
               f"relay_cpu={load:5.1f}%", file=sys.stderr, flush=True)
 
     result = gen.run(args.pps, args.duration, progress)
-    cpu_used = proc_cpu_s(relay.pid) - cpu_before
-    rss_loaded = proc_rss_kib(relay.pid)
-    after = asyncio.run(_fetch_totals(control))
-    relayed = after.packets_out - before.packets_out
+    cpu_used = cpu() - cpu_before
+    rss_loaded = sum(proc_rss_kib(pid) for pid in pids)
+    after = asyncio.run(_fetch_totals(controls))
+    # the floor keeps no counters: what the generator received is what it relayed
+    relayed = (sum(a.packets_out - b.packets_out for a, b in zip(after, before, strict=True))
+               if controls else result.received)
+    drops: dict[str, int] = {}
+    for a, b in zip(after, before, strict=True):
+        for k, v in a.drops.items():
+            if v - b.drops.get(k, 0):
+                drops[k] = drops.get(k, 0) + v - b.drops.get(k, 0)
     report = {
-        "benchmark": "media_load", "sessions": args.sessions, "suite": args.suite,
+        "benchmark": "media_load",
+        "engine": "kernel_floor" if args.kernel_floor else args.engine,
+        "workers": len(relays), "sessions": args.sessions,
+        "suite": None if args.kernel_floor else args.suite,
         "offered_pps": args.pps, "duration_s": args.duration,
         "sent": result.sent, "received": result.received, "bad": result.bad,
         "delivered_pps": round(result.received / args.duration),
@@ -340,12 +404,12 @@ def _run(args: argparse.Namespace, relay: subprocess.Popen[bytes], control: str,
         "relay_cpu_pct": round(100 * cpu_used / args.duration, 1),
         "relay_rss_kib_per_session": round((rss_loaded - rss_empty) / args.sessions, 2),
         "relay_rss_kib": rss_loaded,
-        "relay_drops": {k: v - before.drops.get(k, 0) for k, v in after.drops.items()
-                        if v - before.drops.get(k, 0)},
+        "relay_drops": drops,
         "generator_cpu_us_per_packet": round(
             result.generator_cpu_s / max(1, result.sent + result.received) * 1e6, 2),
     }
-    rows = [("sessions", report["sessions"]), ("offered pps", args.pps),
+    rows = [("engine / workers", f"{report['engine']} / {report['workers']}"),
+            ("sessions", report["sessions"]), ("offered pps", args.pps),
             ("delivered pps", report["delivered_pps"]), ("loss %", report["loss_pct"]),
             ("bad packets", report["bad"]),
             ("latency p50 / p99 µs", f"{report['latency_p50_us']} / {report['latency_p99_us']}"),

@@ -1,6 +1,7 @@
 """``python -m gateway.media``: one relay worker process driven over its control socket.
 
-Prints one JSON line ``{"ready": true, "control": PATH, "pid": N}`` on stdout once it serves, and
+Prints one JSON line ``{"ready": true, "control": PATH, "pid": N, "engine": E}`` on stdout once it
+serves (E: the per-packet loop in use, "native" or "python" after a fallback), and
 exits cleanly on SIGTERM/SIGINT.
 """
 
@@ -59,7 +60,8 @@ async def serve(media: MediaSection, control: str) -> None:
     server = ControlServer(relay, control)
     await server.start()
     gc.freeze()  # start-up objects never need scanning again: shorter collector pauses
-    print(json.dumps({"ready": True, "control": control, "pid": os.getpid()}), flush=True)
+    print(json.dumps({"ready": True, "control": control, "pid": os.getpid(),
+                      "engine": relay.engine}), flush=True)
     await stop.wait()
     await server.close()
     await relay.close()

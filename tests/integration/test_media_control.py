@@ -47,7 +47,7 @@ def relay_process(tmp_path: Path):
     watch(err, "kv")  # the worker's stderr carries its kv log and nothing else
     assert proc.stdout is not None
     ready = json.loads(proc.stdout.readline())
-    assert ready == {"ready": True, "control": control, "pid": proc.pid}
+    assert ready == {"ready": True, "control": control, "pid": proc.pid, "engine": "native"}
     yield proc, control
     if proc.poll() is None:
         proc.kill()
