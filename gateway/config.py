@@ -128,6 +128,8 @@ class SipSection:
     keepalive_interval: float = 30.0
     session_expires: int = 1800
     header_timeout: float = 10.0  # a message on a stream must complete within this (slow loris)
+    max_connections_per_source: int = 64  # inbound TCP/TLS connections from one IP at once
+    first_message_timeout: float = 10.0  # a new inbound connection's first whole message; 0 = off
     dns_servers: tuple[HostPort, ...] = ()  # RFC 3263 lookups; () = /etc/resolv.conf
 
 
@@ -571,6 +573,10 @@ def _sip(r: _Reader) -> SipSection:
         keepalive_interval=r.number("keepalive_interval", d.keepalive_interval, 0, 3600),
         session_expires=r.number("session_expires", d.session_expires, 90, 86400, True),
         header_timeout=r.number("header_timeout", d.header_timeout, 0.1, 600),
+        max_connections_per_source=r.number("max_connections_per_source",
+                                            d.max_connections_per_source, 1, 100000, True),
+        first_message_timeout=r.number("first_message_timeout", d.first_message_timeout, 0,
+                                       3600),
         dns_servers=_dns_servers(r),
     )
     if out.t2 < out.t1:

@@ -15,6 +15,7 @@ import ipaddress
 import itertools
 import socket
 import ssl
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -163,9 +164,11 @@ class SipTransports:
         self._server_ctx: dict[str, ssl.SSLContext] = {}
         self._client_ctx: ssl.SSLContext | None = None
         self.counters = {"accepted": 0, "refused": 0, "tls_failures": 0, "tls_handshakes": 0,
-                         "framing_errors": 0, "timeouts": 0, "reset_before_accept": 0}
+                         "framing_errors": 0, "timeouts": 0, "reset_before_accept": 0,
+                         "refused_per_source": 0, "first_message_timeouts": 0}
         self.max_connections = 10000  # inbound, handshaking ones included; more are closed
         self._handshaking = 0
+        self._per_source: Counter[str] = Counter()  # inbound connections by peer IP
         self.resolver = Resolver(config.sip.dns_servers)
         self._located: dict[tuple[str, str, int, str | None],
                             tuple[float, list[tuple[str, int]]]] = {}
@@ -304,9 +307,30 @@ class SipTransports:
         if len(self._conns) + self._handshaking >= self.max_connections:
             self.counters["refused"] += 1
             security_event("sip.connection_limit", peer=_peer(source),
-                           listener=listener.name, limit=self.max_connections)
+                           listener=listener.name, limit=self.max_connections, scope="total")
             writer.close()
             return
+        cap = self.config.sip.max_connections_per_source
+        if self._per_source[source.ip] >= cap:  # one source must not take every connection
+            self.counters["refused"] += 1
+            self.counters["refused_per_source"] += 1
+            security_event("sip.connection_limit", peer=_peer(source),
+                           listener=listener.name, limit=cap, scope="source")
+            writer.close()
+            return
+        self._per_source[source.ip] += 1
+        try:
+            await self._serve_admitted(listener, source, reader, writer)
+        finally:
+            left = self._per_source[source.ip] - 1
+            if left > 0:
+                self._per_source[source.ip] = left
+            else:
+                del self._per_source[source.ip]
+
+    async def _serve_admitted(self, listener: Listener, source: MessageSource,
+                              reader: asyncio.StreamReader,
+                              writer: asyncio.StreamWriter) -> None:
         stream: ByteStream = PlainStream(reader, writer)
         if listener.transport == "tls":
             self._handshaking += 1
@@ -372,7 +396,13 @@ class SipTransports:
         watchdog: _Deadline | None = None
         try:
             async with asyncio.timeout(None) as scope:
-                watchdog = _Deadline(loop, scope, loop.time() + sip.tcp_idle_timeout)
+                # a connection a peer opened must deliver a whole message soon, or it is a
+                # socket held for nothing (idle floods); later silence is ordinary idleness
+                first: float | None = (loop.time() + sip.first_message_timeout
+                                       if not conn.outbound and sip.first_message_timeout
+                                       else None)
+                idle_deadline = loop.time() + sip.tcp_idle_timeout
+                watchdog = _Deadline(loop, scope, min(idle_deadline, first or idle_deadline))
                 while not conn.closed:
                     data = await conn.stream.read(65536)
                     if not data:
@@ -391,12 +421,14 @@ class SipTransports:
                                 conn.write(PONG)
                             continue
                         self._on_message(item, conn.source)
+                        first = None
                     if not conn.framer.partial:
                         header_deadline = None
                     elif items or header_deadline is None:
                         header_deadline = now + sip.header_timeout
-                    watchdog.move(idle_deadline if header_deadline is None
-                                  else min(idle_deadline, header_deadline), header_deadline)
+                    at = min(d for d in (idle_deadline, header_deadline, first)
+                             if d is not None)
+                    watchdog.move(at, header_deadline)
         except TimeoutError:
             if watchdog is None or not scope.expired():
                 reason = "error: TimeoutError"
@@ -407,6 +439,9 @@ class SipTransports:
                     security_event("sip.slow_header", peer=_peer(conn.source),
                                    listener=conn.source.listener,
                                    buffered=conn.framer.buffered)
+                elif first is not None and loop.time() >= first:
+                    reason = "first message timeout"
+                    self.counters["first_message_timeouts"] += 1
                 else:
                     reason = "idle timeout"
         except OSError as exc:  # includes ssl.SSLError

@@ -103,7 +103,7 @@ side = "legacy"
 listener = "tcp"
 transport = "tcp"
 peer = "127.0.0.1:{pbx_peer}"
-allowed_sources = ["127.0.0.1/32"]
+allowed_sources = {tcp_sources}
 media = "rtp"
 route_to = "carrier"
 
@@ -178,6 +178,14 @@ def assert_clean_log(gw: Gateway) -> None:
     assert not errors, "\n".join(errors[:5])
 
 
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process (the gateway's), KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 def needs_app() -> None:
     require(importlib.util.find_spec("gateway.app") is not None,
             "gateway.app (srtpgw run) has not landed yet")
@@ -186,10 +194,11 @@ def needs_app() -> None:
 def start_gateway(tmp: Path, *, rate: float = 20, burst: int = 40, pike_max: int = 400,
                   pbx_peer: int | None = None, carrier_peer: int | None = None,
                   keys: Path | None = None, security_file: Path | None = None,
-                  extra: str = "", admin: str = "") -> Gateway:
+                  extra: str = "", admin: str = "",
+                  tcp_sources: str = '["127.0.0.1/32"]') -> Gateway:
     """``extra`` is TOML appended to the config (a ``[trunk.x]`` table there belongs to the
     last trunk, the carrier; ``{tmp}`` in it is the gateway's directory); ``admin`` is added to
-    the ``[admin]`` table."""
+    the ``[admin]`` table; ``tcp_sources`` is the TCP trunk's allowed_sources (a TOML array)."""
     keys = keys or init_keys(tmp / "keys").dir
     ports = {"udp": free_port(socket.SOCK_DGRAM), "tcp": free_port(socket.SOCK_STREAM),
              "tls": free_port(socket.SOCK_STREAM), "admin": free_port(socket.SOCK_STREAM),
@@ -199,7 +208,7 @@ def start_gateway(tmp: Path, *, rate: float = 20, burst: int = 40, pike_max: int
     text = CONFIG.format(tmp=tmp, keys=keys, media_min=media_min, media_max=media_min + 39,
                          rate=rate, burst=burst, pike_max=pike_max,
                          security=f'security_file = "{security_file}"' if security_file else "",
-                         admin_extra=admin.replace("{tmp}", str(tmp)),
+                         admin_extra=admin.replace("{tmp}", str(tmp)), tcp_sources=tcp_sources,
                          **ports)
     path = tmp / "gw.toml"
     path.write_text(text + extra.replace("{tmp}", str(tmp)))

@@ -24,6 +24,7 @@ from tests.security.harness import (
     assert_clean_log,
     needs_app,
     request,
+    rss_kib,
     start_gateway,
 )
 from tests.support.certs import GATEWAY_NAME, client_context, server_context
@@ -34,13 +35,6 @@ from tests.support.sip_ua import SipTestUA
 RATE = 5               # new dialogs per second allowed per source
 FLOOD_SECONDS = 3.0
 DOMAIN = "gateway.srtpgw.test"
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def flood(port: int, stop: threading.Event, sent: list[int]) -> None:

@@ -189,3 +189,14 @@ def test_shipped_configs_pass(tmp_path: Path) -> None:
 def test_parse_hostport(text: str, host: str, port: int) -> None:
     hp = parse_hostport(text, 5060)
     assert (hp.host, hp.port) == (host, port)
+
+
+def test_connection_cap_and_first_message_deadline(keydir: Path) -> None:
+    """[sip] max_connections_per_source and first_message_timeout (issue 13 item 4)."""
+    expect_error(keydir, BASE + "\n[sip]\nmax_connections_per_source = 0\n",
+                 "sip.max_connections_per_source", "between")
+    expect_error(keydir, BASE + "\n[sip]\nfirst_message_timeout = -1\n",
+                 "sip.first_message_timeout", "between")
+    sip = load_config(write(keydir, BASE + "\n[sip]\nmax_connections_per_source = 8\n"
+                                            "first_message_timeout = 0\n")).sip
+    assert (sip.max_connections_per_source, sip.first_message_timeout) == (8, 0.0)
