@@ -263,6 +263,7 @@ def _main_call(run: Run, legacy: LegacySide | None, local: str) -> list[Finding]
     offer = media.build_offer(local, secure.local[1], "RTP/SAVP", media.STRONG, mark=mark)
     out: list[Finding] = []
     ch: Channel | None = None
+    before = len(legacy.invites()) if legacy is not None else 0
     try:
         ex, ch = _invite(run, offer, call_id=f"{mark}-cid",
                          from_tag=f"{mark}ft", extra=[("X-Probe-Mark", mark),
@@ -273,11 +274,9 @@ def _main_call(run: Run, legacy: LegacySide | None, local: str) -> list[Finding]
             ch.send(ack_for(ex.request, final).to_bytes())
         out.extend(media.judge_key_reuse(ex, answer, offer, run.opts.profile))
         legacy_invite = None
-        if legacy is not None:
-            found = [r for r in legacy.invites() if mark in r.request.call_id
-                     or mark in (r.request.headers.get("X-Probe-Mark") or "")
-                     or mark.encode() in r.request.body] or legacy.invites()[-1:]
-            legacy_invite = found[0] if found else None
+        if legacy is not None:  # the first INVITE the target sent after ours: this call's leg
+            arrived = legacy.invites()[before:]
+            legacy_invite = arrived[0] if arrived else None
         out.append(_bleed(run, legacy, legacy_invite, answer, secure, offer, local))
         if legacy is not None:
             needles = {f"{legacy.address[0]}:{legacy.address[1]}",
