@@ -18,7 +18,10 @@ $(VENV)/.installed: pyproject.toml setup.py gateway/media/fastpath.c gateway/med
 keys/ca.crt: | $(VENV)/.installed
 	$(BIN)/srtpgw keys init --dir keys
 
-run: $(VENV)/.installed keys/ca.crt
+keys/admin.token: | keys/ca.crt
+	$(BIN)/srtpgw keys token --dir keys
+
+run: $(VENV)/.installed keys/ca.crt keys/admin.token
 	$(BIN)/srtpgw run -c $(CONFIG)
 
 test: $(VENV)/.installed

@@ -58,7 +58,8 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
     from gateway.ops.keys import init_keys, show_keys
 
     keys = init_keys(args.dir, domain=args.domain, force=args.force)
-    print(f"dev keys written to {keys.dir}/ (private keys mode 0600)")
+    print(f"dev keys and {keys.admin_token.name} written to {keys.dir}/ "
+          "(private keys and token mode 0600)")
     print(show_keys(keys.dir))
     return EXIT_OK
 
@@ -70,6 +71,15 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
         print(f"srtpgw: {args.dir}: no such directory (run `srtpgw keys init`)", file=sys.stderr)
         return EXIT_FAILURE
     print(show_keys(args.dir))
+    return EXIT_OK
+
+
+def cmd_keys_token(args: argparse.Namespace) -> int:
+    from gateway.ops.keys import ADMIN_TOKEN, write_admin_token
+
+    Path(args.dir).mkdir(parents=True, exist_ok=True)
+    path = write_admin_token(Path(args.dir) / ADMIN_TOKEN, force=args.force)
+    print(f"admin token written to {path} (mode 0600); point [admin] token_file at it")
     return EXIT_OK
 
 
@@ -177,14 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("init", cmd_keys_init, "create a dev CA, gateway, peer and DTLS certificates"),
         ("show", cmd_keys_show, "print subjects, SANs, expiry and fingerprints"),
         ("rotate-dtls", cmd_keys_rotate_dtls, "replace the persistent DTLS certificate"),
+        ("token", cmd_keys_token, "create only the admin token file (for an existing key dir)"),
     ):
         kp = ksub.add_parser(name, help=help_, description=help_)
         kp.set_defaults(func=func)
         kp.add_argument("--dir", default="keys", help="key directory (default: keys)")
-        if name != "show":
+        if name in ("init", "rotate-dtls"):
             kp.add_argument("--domain", default="gateway.srtpgw.test",
                             help="the gateway's SIP domain (certificate names)")
-        if name == "init":
+        if name in ("init", "token"):
             kp.add_argument("--force", action="store_true", help="replace existing files")
 
     aud = add("audit", cmd_audit, "check a config against good interconnect practice")

@@ -8,8 +8,9 @@ A connection that has not sent its request within REQUEST_TIMEOUT (1 s) is close
 connections cannot hold the slots; over the cap, liveness and readiness probes are still
 answered (a starved /healthz would make an orchestrator restart a healthy gateway).
 Browsers are kept out: the Host header must name this endpoint (DNS rebinding), requests with
-an Origin (or a cross-site Sec-Fetch-Site) are refused, and with ``admin.token_file`` every POST
-(and on a non-loopback bind every request but the probes) needs ``Authorization: Bearer``.
+an Origin (or a cross-site Sec-Fetch-Site) are refused, every POST needs ``Authorization: Bearer``
+with the token of ``admin.token_file`` (without one, POSTs are refused: reload with SIGHUP), and
+so does every request but the probes on a non-loopback bind.
 """
 
 from __future__ import annotations
@@ -171,9 +172,9 @@ class Guard:
         if not needs:
             return
         if self.token is None:
-            if request.method == "POST" and not self.loopback:
-                raise HttpError(403, "POST on a non-loopback admin endpoint needs "
-                                     "admin.token_file")
+            if request.method == "POST":
+                raise HttpError(403, "POST needs a bearer token: set [admin] token_file "
+                                     "(`srtpgw keys init` writes one), or reload with SIGHUP")
             return
         given = request.headers.get("authorization", "")
         scheme, _, value = given.partition(" ")

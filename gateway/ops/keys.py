@@ -1,5 +1,5 @@
 """Development key material: a dev CA, the gateway's TLS certificate, a peer client certificate
-for mutual-TLS tests, and the persistent DTLS-SRTP certificate.
+for mutual-TLS tests, the persistent DTLS-SRTP certificate, and the admin endpoint's bearer token.
 
 Private keys are created with mode 0600 before any byte is written, so there is no window in
 which another user could read them. Existing files are never overwritten without ``force``.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ DTLS_DAYS = 365
 
 KEY_FILES = ("ca.key", "gateway.key", "peer.key", "dtls.key")
 CERT_FILES = ("ca.crt", "gateway.crt", "peer.crt", "dtls.crt")
+ADMIN_TOKEN = "admin.token"
 
 
 class KeysExist(FileExistsError):
@@ -67,6 +69,10 @@ class KeySet:
     @property
     def dtls_key(self) -> Path:
         return self.dir / "dtls.key"
+
+    @property
+    def admin_token(self) -> Path:
+        return self.dir / ADMIN_TOKEN
 
 
 def _name(cn: str, org: str = "srtpgw dev") -> x509.Name:
@@ -169,6 +175,21 @@ def write_private_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
     os.replace(tmp, path)
 
 
+def write_admin_token(path: Path, *, force: bool = False) -> Path:
+    """A random bearer token for the admin endpoint, in a file created 0600 (never printed)."""
+    if path.exists() and not force:
+        raise KeysExist(f"{path} already exists (use --force to replace)")
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (secrets.token_urlsafe(32) + "\n").encode("ascii"))
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return path
+
+
 def write_cert(path: Path, *certs: x509.Certificate) -> None:
     data = b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
     tmp = path.with_name(path.name + ".tmp")
@@ -186,10 +207,10 @@ def load_private_key(path: Path) -> ec.EllipticCurvePrivateKey:
 
 def init_keys(directory: Path | str = "keys", *, domain: str = DEFAULT_DOMAIN,
               peer_domain: str = PEER_DOMAIN, force: bool = False) -> KeySet:
-    """Create the dev CA, gateway, peer and DTLS key pairs in ``directory``."""
+    """Create the dev CA, gateway, peer and DTLS key pairs and the admin token in ``directory``."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    existing = [n for n in KEY_FILES + CERT_FILES if (d / n).exists()]
+    existing = [n for n in (*KEY_FILES, *CERT_FILES, ADMIN_TOKEN) if (d / n).exists()]
     if existing and not force:
         raise KeysExist(f"{d}: {', '.join(existing)} already exist (use --force to replace)")
     ca_key, ca_cert = make_ca()
@@ -205,6 +226,7 @@ def init_keys(directory: Path | str = "keys", *, domain: str = DEFAULT_DOMAIN,
     write_cert(d / "gateway.crt", gw_cert, ca_cert)
     write_cert(d / "peer.crt", peer_cert, ca_cert)
     write_cert(d / "dtls.crt", dtls_cert)
+    write_admin_token(d / ADMIN_TOKEN, force=True)
     return KeySet(d)
 
 

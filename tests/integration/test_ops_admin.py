@@ -30,6 +30,7 @@ CONFIG = """
 listen = "127.0.0.1:9061"
 cert_warning_days = {warn}
 drain_timeout = 1.5
+token_file = "{keys}/admin.token"
 
 [tls]
 certificate = "{keys}/gateway.crt"
@@ -128,6 +129,11 @@ async def ops(tmp_path: Path):
     await service.stop()
 
 
+def token(ops: OpsService) -> str:
+    """The admin token ``init_keys`` wrote next to the fixture's keys."""
+    return (ops.keys / "admin.token").read_text().strip()  # type: ignore[attr-defined]
+
+
 async def http(addr: HostPort, raw: bytes) -> tuple[int, dict[str, str], bytes]:
     reader, writer = await asyncio.open_connection(addr.host, addr.port)
     writer.write(raw)
@@ -173,7 +179,8 @@ async def test_readyz_follows_ports_and_certificates(ops: OpsService, tmp_path: 
     ops.view.stats_value.ports_used = 0  # type: ignore[attr-defined]
     # The dev leaf certificate lives 397 days: a 400-day warning window makes it "expiring".
     write_config(ops.config.path, ops.keys, warn=400)  # type: ignore[attr-defined]
-    assert await asyncio.to_thread(status.main_reload, ops.admin.address, io.StringIO()) == 0
+    assert await asyncio.to_thread(status.main_reload, ops.admin.address, io.StringIO(),
+                                   token(ops)) == 0
     code, _, body = await get(ops.admin.address, "/readyz")
     assert code == 503
     assert any("certificate tls" in r and "expires in" in r for r in json.loads(body)["reasons"])
@@ -194,17 +201,19 @@ async def test_reload_good_and_bad_config(ops: OpsService) -> None:
     path = ops.config.path
     write_config(path, ops.keys, max_calls=77)  # type: ignore[attr-defined]
     out = io.StringIO()
-    assert await asyncio.to_thread(status.main_reload, ops.admin.address, out) == 0
+    assert await asyncio.to_thread(status.main_reload, ops.admin.address, out, token(ops)) == 0
     assert "trunk pbx changed" in out.getvalue()
     assert "admin.listen" in out.getvalue()  # the fixture runs on port 0: a restart item
     assert view.applied[-1].trunk("pbx").max_calls == 77  # type: ignore[attr-defined]
     path.write_text(path.read_text().replace('media = "srtp"', 'media = "rtp"'))
     code, _, body = await http(ops.admin.address, b"POST /reload HTTP/1.1\r\nHost: localhost\r\n"
-                               b"Content-Length: 0\r\n\r\n")
+                               b"Content-Length: 0\r\nAuthorization: Bearer "
+                               + token(ops).encode() + b"\r\n\r\n")
     doc = json.loads(body)
     assert code == 409 and not doc["ok"] and "trunk[1].media" in doc["error"]
     assert ops.config.trunk("pbx").max_calls == 77 and len(view.applied) == 1  # type: ignore
-    assert await asyncio.to_thread(status.main_reload, ops.admin.address, io.StringIO()) == 1
+    assert await asyncio.to_thread(status.main_reload, ops.admin.address, io.StringIO(),
+                                   token(ops)) == 1
     assert ops.reloader.counts == {"ok": 1, "refused": 2}
 
 

@@ -32,8 +32,6 @@ from .test_ops_gateway import CONFIG, Rig, rig, scrape, wait_for
 
 __all__ = ["call_rig", "rig"]
 
-RELOAD = b"POST /reload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
-
 
 async def test_cdr_names_codec_per_leg_and_suite_on_the_secure_leg(rig: Rig) -> None:
     assert await rig.call() == 200
@@ -96,7 +94,7 @@ async def test_sip_responses_and_tls_handshakes_reach_metrics(rig: Rig) -> None:
     text = CONFIG.format(**rig.values).replace(
         'route_to = "carrier"\n', '\n[[trunk.route]]\nprefix = "49"\nto = "carrier"\n', 1)
     rig.path.write_text(text)
-    code, _, body = await http(rig.admin, RELOAD)
+    code, _, body = await http(rig.admin, rig.reload_request)
     assert code == 200, body
 
     assert await rig.call() == 200
@@ -188,7 +186,7 @@ async def test_reload_with_unusable_dtls_certificate_changes_nothing(rig: Rig) -
              'tls_identity = ["sip:peer.srtpgw.test"]\n'
              'allowed_sources = ["127.0.0.3/32"]\nmedia = "dtls-srtp"\nroute_to = "pbx"\n')
     rig.path.write_text(text)
-    code, _, body = await http(rig.admin, RELOAD)
+    code, _, body = await http(rig.admin, rig.reload_request)
     assert code == 409, body
     assert "only ECDSA and RSA" in json.loads(body)["error"]
     assert gw.config is old and gw.stack.config is old_stack and gw.b2bua.config is old_b2bua
@@ -208,7 +206,7 @@ async def test_reload_with_an_unopenable_log_file_changes_nothing(rig: Rig,
     text = CONFIG.format(**{**rig.values, "max_calls": 3}).replace(
         "[media]", f'[logging]\nfile = "{missing}"\n\n[media]')
     rig.path.write_text(text)
-    code, _, body = await http(rig.admin, RELOAD)
+    code, _, body = await http(rig.admin, rig.reload_request)
     assert code == 409 and "not applied" in json.loads(body)["error"], body
     assert gw.config is old and gw.stack.config is old_stack
     assert gw.config.trunk("carrier").max_calls == 10

@@ -63,6 +63,7 @@ t4 = 0.5
 [admin]
 listen = "127.0.0.1:{admin}"
 drain_timeout = {drain_timeout}
+token_file = "{keys}/admin.token"
 
 [cdr]
 path = "{dir}/cdr.jsonl"
@@ -103,7 +104,6 @@ route_to = "pbx"
 max_calls = {max_calls}
 """
 
-RELOAD = b"POST /reload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
 
 
 @dataclass
@@ -120,6 +120,13 @@ class Rig:
     def admin(self) -> HostPort:
         assert self.ops.admin is not None
         return self.ops.admin.address
+
+    @property
+    def reload_request(self) -> bytes:
+        """POST /reload with the admin token ``init_keys`` wrote."""
+        token = (Path(str(self.values["keys"])) / "admin.token").read_text().strip()
+        return (b"POST /reload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
+                b"Authorization: Bearer " + token.encode() + b"\r\n\r\n")
 
     def write(self, **changes: object) -> None:
         self.path.write_text(CONFIG.format(**{**self.values, **changes}))
@@ -218,7 +225,7 @@ async def test_call_metrics_status_reload_and_cdr(rig: Rig, caplog: pytest.LogCa
 
     # Good reload under the call: a limit changes for new calls, the call keeps its media.
     rig.write(max_calls=3)
-    code, _, body = await http(rig.admin, RELOAD)
+    code, _, body = await http(rig.admin, rig.reload_request)
     assert code == 200 and "trunk carrier changed" in json.loads(body)["changed"]
     assert rig.gw.config.trunk("carrier").max_calls == 3
     before = rig.secure.report.received
@@ -226,7 +233,7 @@ async def test_call_metrics_status_reload_and_cdr(rig: Rig, caplog: pytest.LogCa
 
     # Bad reload: refused with the reason, the running config stays, media still flows.
     rig.path.write_text(rig.path.read_text().replace('media = "srtp"', 'media = "rtp"'))
-    code, _, body = await http(rig.admin, RELOAD)
+    code, _, body = await http(rig.admin, rig.reload_request)
     assert code == 409 and "a secure trunk must use" in json.loads(body)["error"]
     assert rig.gw.config.trunk("carrier").max_calls == 3
     before = rig.secure.report.received
@@ -276,7 +283,7 @@ async def test_reload_adds_a_trunk_for_new_calls(rig: Rig) -> None:
                  'tls_identity = ["sip:peer.srtpgw.test"]\n'
                  'allowed_sources = ["127.0.0.2/32"]\nmedia = "srtp"\nroute_to = "pbx"\n')
         rig.path.write_text(text)
-        code, _, body = await http(rig.admin, RELOAD)
+        code, _, body = await http(rig.admin, rig.reload_request)
         changed = json.loads(body)["changed"]
         assert code == 200 and "trunk partner added" in changed and "trunk pbx changed" in changed
         host, port = rig.gw.stack.bound("udp")
@@ -308,7 +315,7 @@ async def test_certificate_reload_keeps_established_calls(rig: Rig) -> None:
                           ips=["127.0.0.1"], uris=["sip:gateway.srtpgw.test"], days=30)
     write_private_key(keys / "gateway.key", key)
     write_cert(keys / "gateway.crt", cert, ca_cert)
-    code, _, body = await http(rig.admin, RELOAD)
+    code, _, body = await http(rig.admin, rig.reload_request)
     assert code == 200, body
     _, doc = await asyncio.to_thread(request, rig.admin, "GET", "/status")
     assert 29 < {c["name"]: c["days_left"] for c in doc["certificates"]}["tls"] <= 30
@@ -389,7 +396,8 @@ async def test_srtpgw_run_sighup_and_sigterm(tmp_path: Path) -> None:
         st = await asyncio.to_thread(subprocess.run, [*cli, "status", "--admin", str(admin)],
                                      capture_output=True, text=True, timeout=30)
         assert st.returncode == 0 and "active calls: 0" in st.stdout, st.stderr
-        rl = await asyncio.to_thread(subprocess.run, [*cli, "reload", "--admin", str(admin)],
+        rl = await asyncio.to_thread(subprocess.run, [*cli, "reload", "--admin", str(admin),
+                                            "--token-file", str(keys / "admin.token")],
                                      capture_output=True, text=True, timeout=30)
         assert rl.returncode == 1 and "refused" in rl.stderr and "max_calls" in rl.stderr
         proc.send_signal(signal.SIGTERM)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import load_config
 from tests.security.harness import (
     Gateway,
     UdpClient,
@@ -28,6 +29,7 @@ from tests.security.harness import (
     stream_exchange,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "s3cret-admin-token-0123456789abcdef"
 
 
@@ -214,6 +216,51 @@ def test_admin_refuses_rebinding_cross_origin_and_tokenless_posts(guarded: Gatew
                           str(gw.tmp / "gw.toml")], capture_output=True, text=True, timeout=30)
     assert cli.returncode == 0, cli.stderr
     assert TOKEN not in gw.log()
+
+
+def test_admin_without_token_file_refuses_every_post_even_on_loopback(running: Gateway) -> None:
+    """Any local process could reload a loopback endpoint: without a token nothing is POSTed."""
+    gw = running
+    host = f"127.0.0.1:{gw.ports['admin']}".encode()
+    post = b"POST /reload HTTP/1.1\r\nHost: " + host + b"\r\nContent-Length: 0\r\n"
+    code, body = admin_raw(gw, post + b"\r\n")
+    error = json.loads(body)["error"]
+    assert code == 403 and "[admin] token_file" in error and "SIGHUP" in error
+    assert admin_raw(gw, post + b"Authorization: Bearer anything-at-all-0000\r\n\r\n")[0] == 403
+    cli = subprocess.run([sys.executable, "-m", "gateway.cli", "reload", "-c",
+                          str(gw.tmp / "gw.toml")], capture_output=True, text=True, timeout=30)
+    assert cli.returncode == 1 and "token_file" in cli.stderr
+    status = json.loads(admin_raw(gw, b"GET /status HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")[1])
+    assert status["counters"]["reloads_ok"] == 0
+
+
+def test_keys_init_token_and_demo_style_reload(tmp_path: Path) -> None:
+    """`srtpgw keys init` writes the token the demo config names (relative to the config);
+    `srtpgw reload -c` then works against the running gateway, and the token is never shown."""
+    needs_app()
+    cli = [sys.executable, "-m", "gateway.cli"]
+    made = subprocess.run([*cli, "keys", "init", "--dir", str(tmp_path / "keys")],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    path = tmp_path / "keys" / "admin.token"
+    token = path.read_text().strip()
+    assert path.stat().st_mode & 0o777 == 0o600 and len(token) >= 32
+    assert token not in made.stdout + made.stderr
+    again = subprocess.run([*cli, "keys", "token", "--dir", str(tmp_path / "keys")],
+                           capture_output=True, text=True, timeout=30)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    assert path.read_text().strip() == token  # not overwritten without --force
+    gw = start_gateway(tmp_path, keys=tmp_path / "keys", admin='token_file = "keys/admin.token"')
+    try:
+        rl = subprocess.run([*cli, "reload", "-c", str(tmp_path / "gw.toml")],
+                            capture_output=True, text=True, timeout=30)
+        assert rl.returncode == 0, rl.stderr
+        assert token not in gw.log() and token not in rl.stdout + rl.stderr
+    finally:
+        gw.stop()
+    demo = load_config(ROOT / "deploy" / "demo.toml", check_files=False)
+    assert demo.admin.token_file is not None
+    assert demo.admin.token_file.resolve() == (ROOT / "keys" / "admin.token").resolve()
 
 
 def test_admin_token_file_readable_by_others_is_refused(tmp_path: Path) -> None:
