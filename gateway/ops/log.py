@@ -133,6 +133,16 @@ class StructLogger:
     def info(self, event: str, **fields: Any) -> None:
         self._log(logging.INFO, event, fields)
 
+    def info_limited(self, event: str, **fields: Any) -> bool:
+        """``info`` for a per-attempt line about what a source sent (a malformed message): a
+        spoofed source could flood the log, so it goes through the same per-source, per-kind
+        limit as security events, with ``suppressed``. Counters must count every attempt."""
+        held = _noise.admit(event, source_of(fields), time.monotonic())
+        if held is None:
+            return False
+        self._log(logging.INFO, event, {**fields, "suppressed": held})
+        return True
+
     def warning(self, event: str, **fields: Any) -> None:
         self._log(logging.WARNING, event, fields)
 
@@ -147,6 +157,7 @@ def get_logger(layer: str) -> StructLogger:
 
 _security = get_logger("security")
 _limiter = EventLimiter()
+_noise = EventLimiter()  # StructLogger.info_limited: kept apart from the security events' counts
 SecurityTap = Callable[[str, dict[str, Any]], None]
 _taps: list[SecurityTap] = []
 
@@ -183,6 +194,7 @@ def remove_security_tap(tap: SecurityTap) -> None:
 def configure_security_events(interval: float) -> None:
     """The rate-limit interval (``firewall.log_interval``); at start and on reload."""
     _limiter.configure(interval)
+    _noise.configure(interval)
 
 
 def security_events_suppressed() -> Counter[str]:
@@ -192,8 +204,9 @@ def security_events_suppressed() -> Counter[str]:
 
 def reset_security_events(interval: float | None = None) -> None:
     """Forget what was written (a fresh process's state; tests start from it)."""
-    global _limiter
+    global _limiter, _noise
     _limiter = EventLimiter(interval if interval is not None else _limiter.interval)
+    _noise = EventLimiter(_limiter.interval)
 
 
 def setup_logging(level: str = "info", fmt: str = "kv", file: Path | None = None) -> None:

@@ -265,8 +265,8 @@ class SipStack:
 
     def _invalid(self, data: bytes, source: MessageSource, exc: SipParseError) -> None:
         self.counters["invalid"] += 1
-        log.info("sip.invalid_message", peer=f"{source.ip}:{source.port}",
-                 transport=source.transport, status=exc.status, reason=exc.reason)
+        log.info_limited("sip.invalid_message", peer=f"{source.ip}:{source.port}",
+                         transport=source.transport, status=exc.status, reason=exc.reason)
         if self._on_invalid is not None:
             self._on_invalid(source, exc)
         self._answer_invalid(data, source, exc)

@@ -455,8 +455,8 @@ class SipTransports:
 
     def _frame_error(self, conn: Connection, exc: SipParseError) -> None:
         self.counters["framing_errors"] += 1
-        log.info("sip.framing_error", peer=_peer(conn.source), status=exc.status,
-                 reason=exc.reason)
+        log.info_limited("sip.framing_error", peer=_peer(conn.source), status=exc.status,
+                         reason=exc.reason)
         if self._on_frame_error is not None:
             self._on_frame_error(conn.framer.pending[: self._limits.max_message_size],
                                  conn.source, exc)

@@ -21,6 +21,7 @@ from gateway.config import load_config
 from tests.security.harness import (
     Gateway,
     UdpClient,
+    assert_clean_log,
     client_context,
     needs_app,
     request,
@@ -144,6 +145,47 @@ def test_a_banned_source_is_banned_once(running: Gateway) -> None:
                       >= 45)
     assert metrics(gw, "srtpgw_firewall_bans_total")[""] == 1
     assert metrics(gw, "srtpgw_firewall_bans_active")[""] == 1
+
+
+def _log_lines(gw: Gateway, event: str) -> list[dict[str, object]]:
+    out = []
+    for line in (gw.tmp / "gateway.log").read_text(errors="replace").splitlines():
+        with contextlib.suppress(ValueError):
+            doc = json.loads(line)
+            if isinstance(doc, dict) and doc.get("event") == event:
+                out.append(doc)
+    return out
+
+
+def test_malformed_messages_are_logged_once_per_source_and_counted_all(running: Gateway) -> None:
+    """sip.invalid_message and sip.framing_error were one info line per attempt: a spoofed
+    admitted source could flood the log. Now one per source and interval, counters count all."""
+    gw = running
+    before = metrics(gw, "srtpgw_sip_messages_total").get('{event="invalid"}', 0.0)
+    clients = [UdpClient("127.0.0.1"), UdpClient("127.0.0.2")]
+    for client in clients:
+        for i in range(40):  # no From, To or CSeq: a parse error answered 400
+            client.send(f"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {client.ip}:"
+                        f"{client.port};branch=z9hG4bKbad{i}\r\nCall-ID: bad{i}\r\n"
+                        f"Content-Length: 0\r\n\r\n".encode(), gw.ports["udp"])
+    for _ in range(20):  # a framing error closes each connection
+        with socket.create_connection(("127.0.0.1", gw.ports["tcp"]), timeout=5) as s:
+            s.sendall(b"OPTIONS sip:x@127.0.0.1 SIP/2.0\r\nContent-Length: abc\r\n\r\n")
+            with contextlib.suppress(OSError):
+                while s.recv(4096):
+                    pass
+    assert wait_until(lambda: metrics(gw, "srtpgw_sip_messages_total").get(
+        '{event="invalid"}', 0.0) - before >= 100)
+    assert wait_until(lambda: metrics(gw, "srtpgw_sip_connections_total").get(
+        '{event="framing_errors"}', 0.0) >= 20)
+    invalid = _log_lines(gw, "sip.invalid_message")
+    assert sorted(str(d["peer"]).split(":")[0] for d in invalid if d["transport"] == "udp") == [
+        "127.0.0.1", "127.0.0.2"]
+    assert all(d["suppressed"] == 0 for d in invalid)
+    assert len(_log_lines(gw, "sip.framing_error")) == 1
+    for client in clients:
+        client.sock.close()
+    assert_clean_log(gw)
 
 
 # ----------------------------------------------------------------------------- item 8a: CDR
