@@ -285,6 +285,8 @@ class SipTransports:
         self._tasks.add(task)
         try:
             await self._serve_inbound(listener, reader, writer)
+        except asyncio.CancelledError:
+            writer.close()  # stop() mid-accept: end quietly (asyncio reports a cancelled callback)
         except Exception:  # a bug costs this connection, never a line outside the log
             log.error("sip.internal_error", listener=listener.name, where="accept",
                       exc_info=True)
