@@ -310,11 +310,15 @@ def start_floor(tmp: str, port_min: int, gen: LoadGenerator, sessions: int
     proc.stdin.close()
     if proc.stdout.readline().strip() != b"ready":
         proc.kill()
-        raise SystemExit("kernel floor did not start")
+        raise SystemExit("kernel floor did not start (its ports must be free: use a --port-min "
+                         "below the ephemeral range)")
+    return proc
+
+
+def floor_targets(gen: LoadGenerator, port_min: int, sessions: int) -> None:
     for i in range(sessions):
         base = port_min + 4 * i
         gen.set_target(i, ("127.0.0.1", base), ("127.0.0.1", base + 2), None, None)
-    return proc
 
 
 async def _prepare(controls: list[str], gen: LoadGenerator, args: argparse.Namespace
@@ -351,6 +355,8 @@ def _run(args: argparse.Namespace, relays: list[subprocess.Popen[bytes]], contro
     pids = [r.pid for r in relays]
     rss_empty = sum(proc_rss_kib(pid) for pid in pids)
     before = asyncio.run(_prepare(controls, gen, args))
+    if not controls:  # the kernel floor: after the baseline, which set direct targets
+        floor_targets(gen, args.port_min, args.sessions)
 
     def cpu() -> float:
         return sum(proc_cpu_s(pid) for pid in pids)
