@@ -195,7 +195,7 @@ class ControlServer:
         except MediaError as exc:
             return {"id": req_id, "ok": False, "error": _error_name(exc),
                     "message": str(exc)}
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, LookupError) as exc:
             return {"id": req_id, "ok": False, "error": "InvalidParams",
                     "message": f"bad request: {type(exc).__name__}"}
         return {"id": req_id, "ok": True, "result": result}
@@ -296,6 +296,8 @@ class RelayClient:
         try:
             while line := await self._reader.readline():
                 msg = json.loads(line)
+                if not isinstance(msg, dict):
+                    raise ValueError("a control message is a JSON object")
                 event = msg.get("event")
                 if event == "timeout" and self._on_timeout is not None:
                     self._on_timeout(msg["session_id"], msg["stream"])
@@ -304,7 +306,8 @@ class RelayClient:
                     self._totals = RelayTotals(**msg)
                 elif (fut := self._pending.pop(msg.get("id"), None)) is not None:
                     fut.set_result(msg)
-        except (ConnectionError, ValueError) as exc:
+        except (ConnectionError, ValueError, TypeError, KeyError) as exc:
+            # TypeError/KeyError: an event without the fields it needs (a relay speaking nonsense)
             log.warning("media.control_lost", error=type(exc).__name__)
         finally:
             for fut in self._pending.values():

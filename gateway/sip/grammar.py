@@ -150,8 +150,9 @@ NAME_ADDR_RE = re.compile(
 PORT_16 = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
 _FAST_URI = (r"sips?:(?:[A-Za-z0-9\-_.!~*'()&=+$,]+@)?" + HOST + r"(?::" + PORT_16 + r")?")
 _FAST_URI_PARAMS = r"(?:;[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+(?:=[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+)?)*"
+_FAST_QUOTED = r'"[ \t\x21\x23-\x5b\x5d-\x7e\x80-\U0010ffff]*"'  # qdtext only: no controls
 NAME_ADDR_FAST_RE = re.compile(
-    r"(?:(?:\"[^\"\\]*\"|" + TOKEN + r"(?:[ \t]+" + TOKEN + r")*)[ \t]*)?<" + _FAST_URI
+    r"(?:(?:" + _FAST_QUOTED + r"|" + TOKEN + r"(?:[ \t]+" + TOKEN + r")*)[ \t]*)?<" + _FAST_URI
     + _FAST_URI_PARAMS + r">" + FAST_PARAMS_RE.pattern
     + r"|" + _FAST_URI + FAST_PARAMS_RE.pattern)
 
