@@ -73,13 +73,16 @@ def _iso(t: float | None) -> str | None:
 class CdrWriter:
     """Appends CDR lines to ``path``; rotates to path.1 .. path.N before exceeding max_bytes.
 
-    A failing disk must never fail a call: write errors are logged and counted.
+    A failing disk must never fail a call: a record that cannot be written is dropped (nothing
+    queues up in memory) and counted; the first failure of a run of them is logged, and so is the
+    first success after it, so a full disk gives two log lines, not one per call.
     """
 
     def __init__(self, section: CdrSection) -> None:
         self.section = section
         self.written = 0
         self.errors = 0
+        self._failing_since = 0  # self.errors when the current run of failures began; 0 = none
 
     def configure(self, section: CdrSection) -> None:
         self.section = section
@@ -99,10 +102,16 @@ class CdrWriter:
                 os.close(fd)
         except OSError as exc:
             self.errors += 1
-            log.error("cdr.write_failed", path=str(path), error=exc.strerror or str(exc),
-                      call=record.call)
+            if not self._failing_since:
+                self._failing_since = self.errors
+                log.error("cdr.write_failed", path=str(path), error=exc.strerror or str(exc),
+                          call=record.call, note="further failures are only counted")
             return
         self.written += 1
+        if self._failing_since:
+            log.warning("cdr.write_recovered", path=str(path),
+                        lost=self.errors - self._failing_since + 1)
+            self._failing_since = 0
 
     def _rotate(self, path: Path) -> None:
         n = self.section.backups

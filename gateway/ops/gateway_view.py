@@ -97,6 +97,7 @@ class GatewayOps:
             ports_used=self._pairs - totals.ports_free,
             ports_total=self._pairs,
             call_events=dict(gw.b2bua.counters),
+            siem_write_errors=gw.siem.write_errors if gw.siem is not None else 0,
         )
 
     def listeners_bound(self) -> dict[str, bool]:

@@ -62,6 +62,7 @@ class Stats:
     reloads: dict[str, int] = field(default_factory=dict)  # result ("ok"/"refused")
     cert_expiry: dict[str, float] = field(default_factory=dict)  # cert name -> unix time
     cdr_write_errors: int = 0
+    siem_write_errors: int = 0  # since the security_file sink was (re)opened
 
 
 StatsSource = Callable[[], Stats]
@@ -128,6 +129,8 @@ class StatsCollector(Collector):
                                   value=s.firewall_suppressed_reports)
         yield CounterMetricFamily(f"{PREFIX}_cdr_write_errors", "CDR lines that could not be "
                                   "written", value=s.cdr_write_errors)
+        yield CounterMetricFamily(f"{PREFIX}_siem_write_errors", "Security events that could "
+                                  "not be written to the security_file", value=s.siem_write_errors)
         yield GaugeMetricFamily(f"{PREFIX}_firewall_bans_active", "Sources banned right now",
                                 value=s.bans_active)
         yield GaugeMetricFamily(f"{PREFIX}_media_ports_used", "Relay ports allocated",

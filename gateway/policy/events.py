@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from gateway.config import Config
-from gateway.ops.log import ROOT, RedactingFilter
+from gateway.ops.log import ROOT, RedactingFilter, get_logger
 
 SECURITY_LOGGER = f"{ROOT}.security"
+log = get_logger("policy")
 
 
 class SiemHandler(logging.Handler):
@@ -33,6 +34,8 @@ class SiemHandler(logging.Handler):
         self._stream: IO[str] = (open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
                                  if path is not None else stream)  # type: ignore[assignment]
         self.counts: Counter[str] = Counter()
+        self.write_errors = 0
+        self._failing = False
         self._count_lock = threading.Lock()
         self.addFilter(RedactingFilter())
 
@@ -43,8 +46,24 @@ class SiemHandler(logging.Handler):
                 self.counts[str(record.msg)] += 1
             self._stream.write(line + "\n")
             self._stream.flush()
+        except OSError as exc:
+            self._write_failed(exc)
         except Exception:  # logging must never take the gateway down
             self.handleError(record)
+        else:
+            if self._failing:
+                self._failing = False
+                log.warning("siem.write_recovered", path=str(self.path),
+                            lost=self.write_errors)
+
+    def _write_failed(self, exc: OSError) -> None:
+        """A full or read-only disk: drop the event (the stream keeps at most its own bounded
+        buffer), count it, and say so once per run of failures, not per event with a traceback."""
+        self.write_errors += 1
+        if not self._failing:
+            self._failing = True
+            log.error("siem.write_failed", path=str(self.path), error=exc.strerror or str(exc),
+                      note="further failures are only counted")
 
     def close(self) -> None:
         try:

@@ -2,9 +2,9 @@
 
 ARGS are libFuzzer's (``-runs=N``, ``-timeout=S``, corpus directories; the first one is written
 to). The gateway's modules are instrumented for coverage as the target imports them. Each input
-is timed: one slower than ``FUZZ_SLOW_MS`` (default 100) is written to the artifact prefix as
-``slow-<sha1>`` and counted in ``FUZZ_STATS`` (a JSON file, rewritten as figures change), since
-libFuzzer's own ``-timeout`` only knows whole seconds.
+is timed: one slower than ``FUZZ_SLOW_MS`` (default 100) in the best of three tries is written to
+the artifact prefix as ``slow-<sha1>`` and counted in ``FUZZ_STATS`` (a JSON file, rewritten as
+figures change), since libFuzzer's own ``-timeout`` only knows whole seconds.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ def main() -> None:
             if stats["inputs"] > 1:  # the first input pays for warm-up
                 write_stats()
         if spent > slow_s and stats["inputs"] > 1:
+            # A shared machine stalls now and then: a hang is an input that stays slow.
+            spent = min(spent, *(_timed(run, data, clock) for _ in range(2)))
+        if spent > slow_s and stats["inputs"] > 1:
             stats["slow"] += 1
             Path(f"{prefix}slow-{hashlib.sha1(data).hexdigest()}").write_bytes(data)
             write_stats()
@@ -53,6 +56,12 @@ def main() -> None:
     write_stats()
     atheris.Setup(args, one)
     atheris.Fuzz()
+
+
+def _timed(run, data: bytes, clock) -> float:
+    start = clock()
+    run(data)
+    return clock() - start
 
 
 if __name__ == "__main__":

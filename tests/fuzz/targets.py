@@ -243,12 +243,9 @@ class PythonMediaEngine:
         return None, ",".join(changed)
 
 
-_DROP_FIELDS = ("drop_source", "drop_auth", "drop_replay", "drop_plain_rtcp", "drop_no_keys",
-                "drop_no_remote", "drop_malformed")
-
-
 def _drops(ep: object) -> dict[str, int]:
-    return {k: getattr(ep, k) for k in _DROP_FIELDS}
+    """Every drop counter of the leg (whatever counters the engine has grown)."""
+    return {k: getattr(ep, k) for k in type(ep).__slots__ if k.startswith("drop_")}
 
 
 MEDIA_ENGINES: list[type] = [PythonMediaEngine]
