@@ -19,6 +19,7 @@ which relays the steady state itself and punts everything else, in order, to ``_
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import ipaddress
 import itertools
@@ -55,6 +56,7 @@ log = get_logger("media")
 POLL_ROUNDS = 8     # epoll rounds per loop wakeup before yielding to other loop work
 POLL_EVENTS = 1024  # ready sockets taken per round
 POLL_AGAIN = 16     # poll again at once only after a batch at least this large
+_NO_DESCRIPTORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _COUNTERS = ("packets_in", "bytes_in", "packets_out", "bytes_out")
 _UNSPECIFIED = ("0.0.0.0", "::")  # canonical text, as _canonical_ip writes them
 _DROPS = ("source", "auth", "replay", "plain_rtcp", "no_keys", "no_remote", "malformed",
@@ -182,16 +184,16 @@ class MediaRelay:
                 break
             try:
                 rtp = self._bind(port)
-            except OSError:
-                self._pool.busy(port)
+            except OSError as exc:
+                self._unbindable(port, exc)
                 continue
             rtcp = None
             if not rtcp_mux:
                 try:
                     rtcp = self._bind(port + 1)
-                except OSError:
+                except OSError as exc:
                     rtp.close()
-                    self._pool.busy(port)
+                    self._unbindable(port, exc)
                     continue
             ep = LegStream(port, rtcp_mux)
             ep.clock = self._loop.time
@@ -202,6 +204,16 @@ class MediaRelay:
             return ep
         log.warning("media.ports_exhausted", free=len(self._pool), size=self._pool.size)
         raise PortsExhausted(f"no free media port pair in {self._pool.size} pairs")
+
+    def _unbindable(self, port: int, exc: OSError) -> None:
+        """A port another process holds goes last in the pool; running out of descriptors is
+        no fault of the port: give it back and refuse now, saying why (not "ports exhausted"
+        after trying every port of the range)."""
+        if exc.errno in _NO_DESCRIPTORS:
+            self._pool.release(port)
+            log.warning("media.sockets_exhausted", error=exc.strerror or str(exc))
+            raise PortsExhausted(f"cannot open a media socket: {exc.strerror}") from None
+        self._pool.busy(port)
 
     def _bind(self, port: int) -> socket.socket:
         sock = socket.socket(self._family, socket.SOCK_DGRAM)
