@@ -6,6 +6,7 @@ request, a call's end); nothing sits on the SIP or media paths.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -112,6 +113,17 @@ class GatewayOps:
 
     def active_calls(self) -> int:
         return len(self.gw.calls)
+
+    def runtime(self) -> dict[str, int | None]:
+        """What a process holds that should come back down when calls end (a soak watches it).
+        ``timers`` is None on uvloop, whose loop does not expose its timer heap."""
+        gw = self.gw
+        scheduled = getattr(gw.loop, "_scheduled", None)
+        return {"tasks": len(asyncio.all_tasks(gw.loop)),
+                "timers": None if scheduled is None else len(scheduled),
+                "transactions": len(gw.stack.layer._txns),
+                "dialogs": len(gw.b2bua._dialogs),
+                "relay_sessions": gw.relay.totals().sessions_active}
 
     def calls(self) -> list[dict[str, Any]]:
         now = self.gw.loop.time()

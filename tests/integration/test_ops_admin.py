@@ -91,6 +91,9 @@ class View:
     def listeners_bound(self) -> dict[str, bool]:
         return dict(self.bound)
 
+    def runtime(self) -> dict[str, int | None]:
+        return {"tasks": 1}
+
     def calls(self) -> list[dict[str, Any]]:
         return [{"call": "a1b2c3d4e5f60718", "from_trunk": "pbx", "to_trunk": "carrier",
                  "state": "confirmed", "duration": 12.5, "media": "rtp/srtp"}
