@@ -156,6 +156,8 @@ def drive(args: argparse.Namespace) -> int:
     det = scc * stt - sct * sct
     per_call = (scy * stt - sty * sct) / det if det else None
     per_txn = (sty * scc - scy * sct) / det if det else None
+    if per_call is not None and per_call < 0:
+        per_call = None  # calls and transactions moved together in this run: not separable
     print(f"\nper call (both legs, dialogs, media session): "
           f"{per_call and per_call / 1024:.1f} KiB; per transaction (kept for timers D/J/K after"
           f" the call): {per_txn and per_txn / 1024:.1f} KiB")
