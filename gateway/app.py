@@ -126,10 +126,7 @@ class Gateway:
         return self.firewall.admit(_source(src), self.loop.time())
 
     def _on_tls_failure(self, src: MessageSource, reason: str) -> None:
-        # Our own outbound connections fail with the trunk peer's address as the source: a
-        # misbehaving peer we dial is not an attacker to ban; only listener-side failures count.
-        if any((t.peer.host, t.peer.port) == (src.ip, src.port) for t in self.config.trunks):
-            return
+        # Listener-side failures only: the transports never report connections we opened.
         self.firewall.report_tls_failure(_source(src), reason, self.loop.time())
 
     def _on_invalid(self, src: MessageSource, exc: SipParseError) -> None:

@@ -24,7 +24,9 @@ from gateway.config import Config, Trunk
 from gateway.media.api import MediaError
 from gateway.policy.acl import Acl
 from gateway.sip.capabilities import allow
+from gateway.sip.message import SipRequest
 from gateway.sip.stack import IncomingRequest
+from gateway.sip.transport import MessageSource
 
 
 class B2bua(InviteFlow, InDialogFlow, OptionsRelay):
@@ -58,16 +60,29 @@ class B2bua(InviteFlow, InDialogFlow, OptionsRelay):
             return
         to_tag = req.to.tag
         if to_tag is not None:
+            self._follow_flow(req, to_tag, trunk, src)
             self._in_dialog(req, tid, trunk, to_tag)
         elif req.method == "ACK" or tid is None:
             return
         elif req.method == "INVITE":
-            self._new_invite(req, tid, trunk, caller_peer(trunk, src))
+            self._new_invite(req, tid, trunk, caller_peer(trunk, src, req), src.connection_id)
         elif req.method == "OPTIONS":
             self._options(req, tid, trunk)
         else:
             self._reply(tid, req, out_of_dialog_status(req.method),
                         extra=[("Allow", allow(trunk))])
+
+    def _follow_flow(self, req: SipRequest, to_tag: str, trunk: Trunk,
+                     src: MessageSource) -> None:
+        """A peer that reconnected (its old connection closed) is reached over the connection
+        its dialog's requests now arrive on (RFC 5923 §6)."""
+        found = self._dialogs.get((req.call_id, to_tag))
+        if src.connection_id is None or found is None:
+            return
+        leg = found[1]
+        if (leg.connection is not None and leg.trunk.name == trunk.name
+                and leg.remote_tag == req.from_.tag):
+            leg.connection = src.connection_id
 
     async def sweep(self, now: float | None = None) -> list[str]:
         """End calls with neither signalling nor media for ``sip.session_expires`` seconds.

@@ -67,6 +67,10 @@ class Leg:
     local_cseq: int = 0
     remote_cseq: int | None = None
     media: LegMedia = field(default_factory=LegMedia)   # filled by the call's MediaBridge
+    # The TCP/TLS connection the peer's dialog requests arrive on: our requests on this leg go
+    # there while it is open (a phone without a TLS server has no other way in); ``peer`` is
+    # where to connect once it has closed.
+    connection: int | None = None
 
     def next_cseq(self) -> int:
         self.local_cseq += 1

@@ -188,6 +188,18 @@ class CallCore:
     def _ack(self, ack: SipRequest, trunk: Trunk, dest: HostPort) -> None:
         self.sip.send_ack(ack, Target.from_trunk(trunk, dest))
 
+    @staticmethod
+    def _leg_target(leg: Leg) -> Target:
+        """Where a request on an established leg goes: its connection while open, else
+        its peer (RFC 3261 §18.2.2, RFC 5923)."""
+        return Target.from_trunk(leg.trunk, leg.peer, leg.connection)
+
+    def _leg_client(self, req: SipRequest, leg: Leg) -> ClientTransaction:
+        return self.sip.client(req, self._leg_target(leg))
+
+    def _leg_ack(self, ack: SipRequest, leg: Leg) -> None:
+        self.sip.send_ack(ack, self._leg_target(leg))
+
     def _reply(self, tid: Tid, req: SipRequest, status: int, *, leg: Leg | None = None,
                body: bytes = b"", extra: Extra | None = None) -> None:
         self.sip.respond(tid, reply(req, status, self.config.gateway.user_agent, leg=leg,
@@ -212,7 +224,7 @@ class CallCore:
     async def _bye(self, leg: Leg) -> None:
         req = request(leg, "BYE", user_agent=self.config.gateway.user_agent)
         with contextlib.suppress(SipError):
-            await self._final(self._client(req, leg.trunk, leg.peer))
+            await self._final(self._leg_client(req, leg))
 
     async def _final(self, client: ClientTransaction) -> SipResponse:
         while True:

@@ -116,7 +116,7 @@ class InDialogFlow(CallCore):
                       max_forwards=forwarded_hops(req))
         cseq = other.local_cseq
         try:
-            resp = await self._final(self._client(out, other.trunk, other.peer))
+            resp = await self._final(self._leg_client(out, other))
         except SipError:
             await bridge.reject()
             self._reply(tid, req, 408, leg=leg)
@@ -124,9 +124,8 @@ class InDialogFlow(CallCore):
                 self._end(call, EndReason.ERROR)
             return
         if req.method == "INVITE" and resp.status < 300:
-            self._ack(request(other, "ACK", cseq=cseq,
-                              user_agent=self.config.gateway.user_agent),
-                      other.trunk, other.peer)
+            self._leg_ack(request(other, "ACK", cseq=cseq,
+                                  user_agent=self.config.gateway.user_agent), other)
         if not call.active:
             return
         if resp.status >= 300:
@@ -182,7 +181,7 @@ class InDialogFlow(CallCore):
                       max_forwards=forwarded_hops(req))
         body, ctype = b"", None
         try:
-            resp = await self._final(self._client(out, other.trunk, other.peer))
+            resp = await self._final(self._leg_client(out, other))
             status = relayed_status(resp.status)
             if resp.body and resp.content_type and not is_sdp(resp):
                 body, ctype = resp.body, resp.content_type   # SDP would bypass the relay

@@ -68,8 +68,8 @@ class InviteFlow(CallCore):
             body = b""
             if sent is not None and leg is call.b and sent[0] == resp.cseq.number:
                 body = sent[1]
-            self._ack(request(leg, "ACK", cseq=resp.cseq.number, body=body,
-                              user_agent=self.config.gateway.user_agent), leg.trunk, leg.peer)
+            self._leg_ack(request(leg, "ACK", cseq=resp.cseq.number, body=body,
+                                  user_agent=self.config.gateway.user_agent), leg)
             return
         trunk = self.classify(source)
         if trunk is None:
@@ -90,7 +90,8 @@ class InviteFlow(CallCore):
             return RETRY_AFTER
         return str(max(1, math.ceil(self.drain_until - self._clock())))
 
-    def _new_invite(self, req: SipRequest, tid: Tid, trunk: Trunk, source: HostPort) -> None:
+    def _new_invite(self, req: SipRequest, tid: Tid, trunk: Trunk, source: HostPort,
+                    connection: int | None = None) -> None:
         if not self.accepting:
             self._refuse(tid, req, 503, extra=[("Retry-After", self._retry_after())])
             return
@@ -118,7 +119,7 @@ class InviteFlow(CallCore):
                 self._refuse(tid, req, 503, extra=[("Retry-After", RETRY_AFTER)])
                 return
         now = self._clock()
-        a = caller_leg(req, trunk, source, self.sip.contact(trunk.listener))
+        a = caller_leg(req, trunk, source, self.sip.contact(trunk.listener), connection)
         b = callee_leg(req, dst, routed.user, self.config.gateway.domain,
                        self.sip.contact(dst.listener))
         call = Call(id=new_token(8), a=a, b=b, created=now, last_activity=now)

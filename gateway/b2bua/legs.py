@@ -31,20 +31,26 @@ def callee_ruri(dst: Trunk, user: str) -> str:
     return f"sip:{user}@{host}{tail}" if user else f"sip:{host}{tail}"
 
 
-def caller_peer(trunk: Trunk, src: MessageSource) -> HostPort:
-    """Where in-dialog requests to the caller go: its UDP source address, or on streams
-    its listening port (an open connection from it is reused by the stack, RFC 5923)."""
+def caller_peer(trunk: Trunk, src: MessageSource, req: SipRequest) -> HostPort:
+    """Where in-dialog requests to the caller go when its connection is gone: its UDP source
+    address, or on streams its Contact's port (else the trunk's), always at the address the
+    request came from, so a Contact cannot point us at another host. While the connection is
+    open it carries them (``Leg.connection``, RFC 5923)."""
     if src.transport == "udp":
         return HostPort(src.ip, src.port)
-    return HostPort(src.ip, trunk.peer.port)
+    contacts = req.contact
+    uri = contacts[0].uri if contacts else None
+    port = uri.port if isinstance(uri, SipUri) and uri.port else trunk.peer.port
+    return HostPort(src.ip, port)
 
 
-def caller_leg(req: SipRequest, trunk: Trunk, peer: HostPort, contact: str) -> Leg:
+def caller_leg(req: SipRequest, trunk: Trunk, peer: HostPort, contact: str,
+               connection: int | None = None) -> Leg:
     """The caller-facing leg: its dialog as the caller's INVITE set it up (we are its UAS)."""
     leg = Leg(trunk=trunk, call_id=req.call_id, local_tag=new_token(8),
               local_uri=without_tag(req.headers.get("To") or "", "To"),
               remote_uri=without_tag(req.headers.get("From") or "", "From"),
-              peer=peer, contact=contact)
+              peer=peer, contact=contact, connection=connection)
     uas_leg(leg, req)
     return leg
 

@@ -68,13 +68,17 @@ class Target:
     tls_identity: tuple[str, ...] = ()
     tls_fingerprints: tuple[str, ...] = ()
     srv: bool = False  # host names a SIP service: locate it by SRV (RFC 3263), port = default
+    # The connection a dialog arrived on: used while it is open, whatever host and port say
+    # (RFC 3261 §18.2.2, RFC 5923); host and port are where to connect once it has closed.
+    connection: int | None = None
 
     @classmethod
-    def from_trunk(cls, trunk: Trunk, dest: HostPort | None = None) -> Target:
+    def from_trunk(cls, trunk: Trunk, dest: HostPort | None = None,
+                   connection: int | None = None) -> Target:
         peer = dest or trunk.peer
         return cls(trunk.transport, peer.host, peer.port, trunk.listener, trunk.tls_server_name,
                    trunk.tls_identity, trunk.tls_fingerprints,
-                   trunk.peer_srv and peer == trunk.peer)
+                   trunk.peer_srv and peer == trunk.peer, connection)
 
     @property
     def key(self) -> tuple[str, str, int, str | None]:
@@ -371,6 +375,20 @@ class SipTransports:
         if self._on_tls_failure is not None:
             self._on_tls_failure(source, reason)
 
+    def _outbound_tls_failed(self, where: MessageSource, reason: str, **fields: object) -> None:
+        """A connection we opened failed its handshake. A peer we dial is not attacking us, so
+        the firewall never hears of it. A certificate that does not verify or match is still a
+        security event (someone may sit in the path); anything else (reset, EOF, timeout, e.g.
+        a phone without a TLS server) is our own reachability failure, logged as such."""
+        self.counters["tls_failures"] += 1
+        peer = f"{where.ip}:{where.port}"
+        if _certificate_failure(reason):
+            security_event("tls.handshake_failed", peer=peer, listener=where.listener,
+                           reason=reason, direction="outbound", **fields)
+        else:
+            log.warning("tls.handshake_failed", peer=peer, listener=where.listener, reason=reason,
+                        direction="outbound", classification="reachability", **fields)
+
     def _register(self, source: MessageSource, stream: ByteStream,
                   outbound: bool) -> Connection:
         cid = next(self._ids)
@@ -564,10 +582,16 @@ class SipTransports:
         return conn is not None and conn.write(data)
 
     def reusable(self, target: Target) -> Connection | None:
-        """An open connection to ``target``: ours (same address and SNI) or, RFC 5923 style,
-        an authenticated inbound one from that address presenting the expected identity whose
-        peer named the target's port as its Via sent-by (the alias it would register). Several
-        peers behind one address with one certificate identity stay apart that way."""
+        """An open connection to ``target``: the dialog's own (``target.connection``: a phone
+        without a TLS server can only be reached there; its identity was checked at accept),
+        ours (same address and SNI) or, RFC 5923 style, an authenticated inbound one from that
+        address presenting the expected identity whose peer named the target's port as its
+        Via sent-by (the alias it would register). Several peers behind one address with one
+        certificate identity stay apart that way."""
+        if target.connection is not None:
+            conn = self._conns.get(target.connection)
+            if conn is not None and not conn.closed and conn.source.transport == target.transport:
+                return conn
         conn = self._outbound.get(target.key)
         if conn is not None and not conn.closed:
             return conn
@@ -655,22 +679,22 @@ class SipTransports:
                 await tls.handshake(timeout)
             except (OSError, TimeoutError, ValueError) as exc:  # ValueError: unusable SNI
                 writer.close()
-                self._tls_failed(where, _tls_reason(exc), direction="outbound")
+                self._outbound_tls_failed(where, _tls_reason(exc))
                 raise TransportFailure(f"TLS to {ip}:{port}: "
                                        f"{_tls_reason(exc)}") from None
             stream = tls
             source = _with_peer_cert(where, tls)
             expected = target.tls_identity or ((sni,) if sni else ())
             if not identity_matches(expected, source.tls_identities):
-                self._tls_failed(where, "identity mismatch", direction="outbound",
-                                 expected=",".join(expected),
-                                 presented=",".join(source.tls_identities))
+                self._outbound_tls_failed(where, "identity mismatch",
+                                          expected=",".join(expected),
+                                          presented=",".join(source.tls_identities))
                 writer.close()
                 raise TransportFailure(f"{ip}:{port}: certificate identity "
                                        "does not match")
             if target.tls_fingerprints and not fingerprint_matches(target.tls_fingerprints,
                                                                    source.tls_fingerprint):
-                self._tls_failed(where, "fingerprint mismatch", direction="outbound")
+                self._outbound_tls_failed(where, "fingerprint mismatch")
                 writer.close()
                 raise TransportFailure(f"{ip}:{port}: certificate fingerprint "
                                        "is not pinned")
@@ -760,6 +784,12 @@ def _tls_reason(exc: BaseException) -> str:
     if isinstance(exc, ValueError):
         return "invalid server name"
     return type(exc).__name__
+
+
+def _certificate_failure(reason: str) -> bool:
+    """Reasons that say the peer's certificate is wrong, as ``_tls_reason`` and ``_open`` spell
+    them (OpenSSL: "certificate verify failed", "tlsv1 alert unknown ca", ...)."""
+    return any(word in reason for word in ("certificate", "unknown ca", "mismatch"))
 
 
 def _with_peer_cert(source: MessageSource, stream: ByteStream) -> MessageSource:

@@ -203,6 +203,33 @@ async def test_server_from_unknown_ca_refused_outbound(keys: Keys) -> None:
         await server.stop()
 
 
+async def test_outbound_handshake_to_a_peer_without_tls_server_is_reachability(
+        keys: Keys) -> None:
+    """A phone that closes inbound TLS (linphone) fails our handshake: our own reachability
+    failure, logged on the ordinary logger, never a security event nor fed to the firewall;
+    a wrong certificate on a connection we open stays a security event."""
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    closer = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    failures: list[tuple[MessageSource, str]] = []
+    client = await started(config(keys), Answering(),
+                           on_tls_failure=lambda s, r: failures.append((s, r)))
+    try:
+        port = closer.sockets[0].getsockname()[1]
+        with capture() as cap, capture("srtpgw.security") as sec:
+            with pytest.raises(TransportFailure):
+                await asyncio.wait_for(client.request(request("OPTIONS", "no-server"), Target(
+                    "tls", "127.0.0.1", port, tls_identity=(GATEWAY_ID,))), 5)
+            events = cap.events("tls.handshake_failed")
+        assert [e["direction"] for e in events] == ["outbound"]
+        assert events[0]["classification"] == "reachability"
+        assert sec.events("tls.handshake_failed") == [] and failures == []
+    finally:
+        await client.stop()
+        closer.close()
+
+
 async def test_fingerprint_pin(keys: Keys) -> None:
     server = await started(config(keys), Answering())
     client = await started(config(keys), Answering())

@@ -405,6 +405,19 @@ class SipTestUA:
         conn = self._conns.get(peer)
         return conn.peer_cert if conn is not None else None
 
+    async def stop_listening(self) -> None:
+        """Refuse inbound connections from now on, like a phone that is a TLS client only
+        (its Via and Contact still name the port it listened on)."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    def drop_connections(self) -> None:
+        """Close every connection, as a phone whose network went away does."""
+        for conn in list(self._conns.values()):
+            conn.writer.close()
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()

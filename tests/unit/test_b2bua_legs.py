@@ -45,11 +45,15 @@ def test_callee_ruri_names_the_transport():
     assert callee_ruri(trunk("tls", 5081), "7") == "sip:7@127.0.0.1:5081;transport=tls"
 
 
-def test_caller_peer_udp_source_else_listening_port():
+def test_caller_peer_udp_source_else_contact_port_at_the_source_address():
+    inv = parse_message(INVITE)
     udp = MessageSource(transport="udp", listener="udp", ip="127.0.0.5", port=40000)
     tls = MessageSource(transport="tls", listener="tls", ip="127.0.0.5", port=40001)
-    assert caller_peer(trunk("udp"), udp) == HostPort("127.0.0.5", 40000)
-    assert caller_peer(trunk("tls", 5081), tls) == HostPort("127.0.0.5", 5081)
+    assert caller_peer(trunk("udp"), udp, inv) == HostPort("127.0.0.5", 40000)
+    # the Contact names 10.0.0.1:5060: its port counts, its host never does
+    assert caller_peer(trunk("tls", 5081), tls, inv) == HostPort("127.0.0.5", 5060)
+    portless = parse_message(INVITE.replace(b"@10.0.0.1:5060>", b"@phone.example>"))
+    assert caller_peer(trunk("tls", 5081), tls, portless) == HostPort("127.0.0.5", 5081)
 
 
 def test_legs_share_no_identifier():
