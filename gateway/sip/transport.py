@@ -168,8 +168,9 @@ class SipTransports:
         self._server_ctx: dict[str, ssl.SSLContext] = {}
         self._client_ctx: ssl.SSLContext | None = None
         self.counters = {"accepted": 0, "refused": 0, "tls_failures": 0, "tls_handshakes": 0,
-                         "framing_errors": 0, "timeouts": 0, "reset_before_accept": 0,
-                         "refused_per_source": 0, "first_message_timeouts": 0}
+                         "tls_unreachable": 0, "framing_errors": 0, "timeouts": 0,
+                         "reset_before_accept": 0, "refused_per_source": 0,
+                         "first_message_timeouts": 0}
         self.max_connections = 10000  # inbound, handshaking ones included; more are closed
         self._handshaking = 0
         self._per_source: Counter[str] = Counter()  # inbound connections by peer IP
@@ -379,13 +380,15 @@ class SipTransports:
         """A connection we opened failed its handshake. A peer we dial is not attacking us, so
         the firewall never hears of it. A certificate that does not verify or match is still a
         security event (someone may sit in the path); anything else (reset, EOF, timeout, e.g.
-        a phone without a TLS server) is our own reachability failure, logged as such."""
-        self.counters["tls_failures"] += 1
+        a phone without a TLS server) is our own reachability failure, logged and counted
+        (``tls_unreachable``) as such."""
         peer = f"{where.ip}:{where.port}"
         if _certificate_failure(reason):
+            self.counters["tls_failures"] += 1
             security_event("tls.handshake_failed", peer=peer, listener=where.listener,
                            reason=reason, direction="outbound", **fields)
         else:
+            self.counters["tls_unreachable"] += 1
             log.warning("tls.handshake_failed", peer=peer, listener=where.listener, reason=reason,
                         direction="outbound", classification="reachability", **fields)
 

@@ -225,6 +225,8 @@ async def test_outbound_handshake_to_a_peer_without_tls_server_is_reachability(
         assert [e["direction"] for e in events] == ["outbound"]
         assert events[0]["classification"] == "reachability"
         assert sec.events("tls.handshake_failed") == [] and failures == []
+        assert client.transports.counters["tls_unreachable"] == 1
+        assert client.transports.counters["tls_failures"] == 0
     finally:
         await client.stop()
         closer.close()

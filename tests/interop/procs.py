@@ -20,14 +20,20 @@ class Proc:
     """One child process whose combined stdout/stderr goes to ``log``."""
 
     def __init__(self, name: str, argv: Sequence[str], log: Path, cwd: Path | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, stdin: bool = False) -> None:
         self.name = name
         self.argv = list(argv)
         self.log = log
         self._fh = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(self.argv, stdout=self._fh, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, cwd=cwd, env=env,
-                                      start_new_session=True)
+                                      stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                      cwd=cwd, env=env, start_new_session=True)
+
+    def send(self, line: str) -> None:
+        """One line on the child's stdin (started with ``stdin=True``): a peer's command."""
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(line.encode() + b"\n")
+        self.popen.stdin.flush()
 
     @property
     def running(self) -> bool:
@@ -54,6 +60,8 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.signal(signal.SIGKILL)
                 self.popen.wait(5)
+        if self.popen.stdin is not None:
+            self.popen.stdin.close()
         self._fh.close()
         return self.popen.returncode
 
@@ -73,8 +81,8 @@ class Procs:
         self.children: list[Proc] = []
 
     def start(self, name: str, argv: Sequence[str], cwd: Path | None = None,
-              env: dict[str, str] | None = None) -> Proc:
-        proc = Proc(name, argv, self.workdir / f"{name}.log", cwd=cwd, env=env)
+              env: dict[str, str] | None = None, stdin: bool = False) -> Proc:
+        proc = Proc(name, argv, self.workdir / f"{name}.log", cwd=cwd, env=env, stdin=stdin)
         self.children.append(proc)
         return proc
 

@@ -1,0 +1,97 @@
+"""linphonec (a TLS client only, like most mobile softphones) <-> srtpgw <-> baresip (UDP, RTP).
+
+Flow A: the linphone calls over TLS with its client certificate and SDES-SRTP; the far side
+hangs up, and the gateway's BYE must reach the linphone over the connection it opened (belle-sip
+closes inbound TLS) and be answered 200. Each phone plays its own tone and must hear the other's.
+The linphone dials a DNS name of the gateway's certificate: mbedtls does not match IP SANs.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.ops.keys import DEFAULT_DOMAIN, load_private_key, make_leaf
+from tests.conftest import require_tool
+from tests.interop.baresip import Softphone
+from tests.interop.conftest import Pki
+from tests.interop.gateway import Gateway
+from tests.interop.linphone import Linphone, read_recording
+from tests.interop.procs import Procs, free_port, wait_log
+from tests.interop.tone import read_samples, tone_coverage
+
+pytestmark = pytest.mark.interop
+
+GATEWAY_HOST = "localhost"   # a DNS name in the gateway's certificate that resolves to it
+LINPHONE_HZ = 1000
+BARESIP_HZ = 600
+TALK_SECONDS = 5.0
+
+
+@dataclass
+class Scene:
+    gateway: Gateway
+    linphone: Linphone
+    baresip: Softphone
+
+
+def _gateway_cert_for(pki: Pki, host: str) -> None:
+    """Reissue the gateway's certificate with ``host`` as a DNS SAN, as a deployment must for
+    the names its phones dial."""
+    keys = pki.keys
+    ca_cert = x509.load_pem_x509_certificate(keys.ca_cert.read_bytes())
+    key, cert = make_leaf(load_private_key(keys.dir / "ca.key"), ca_cert, DEFAULT_DOMAIN,
+                          dns=[DEFAULT_DOMAIN, host], uris=[f"sip:{DEFAULT_DOMAIN}"])
+    keys.gateway_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keys.gateway_key.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                   serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()))
+
+
+def _scene(tmp_path: Path, procs: Procs, pki: Pki, media_encryption: str = "srtp",
+           ipv6: bool = False) -> Scene:
+    for tool in ("linphonec", "baresip"):
+        require_tool(tool)
+    _gateway_cert_for(pki, GATEWAY_HOST)
+    baresip = Softphone("pbx", workdir=tmp_path, tone_hz=BARESIP_HZ)
+    linphone = Linphone("phone", tmp_path, LINPHONE_HZ, pki.keys.peer_cert, pki.keys.peer_key,
+                        pki.keys.ca_cert, media_encryption=media_encryption, ipv6=ipv6)
+    # nothing listens at the trunk's peer port: the old way (BYE to the trunk's port) fails
+    gw = Gateway(tmp_path, pki.keys.dir, legacy_peer=f"{baresip.address}:{baresip.port}",
+                 secure_peer=f"127.0.0.1:{free_port('127.0.0.1', udp=False)}",
+                 legacy_sources=[f"{baresip.address}/32"], secure_sources=["127.0.0.1/32"],
+                 suites=["AES_CM_128_HMAC_SHA1_80"], address="127.0.0.1",
+                 secure_media="dtls-srtp" if media_encryption == "dtls" else "srtp")
+    gw.start(procs)
+    return Scene(gw, linphone, baresip)
+
+
+def test_linphone_calls_far_side_hangs_up(tmp_path: Path, procs: Procs, pki: Pki) -> None:
+    scene = _scene(tmp_path, procs, pki)
+    gw, phone, far = scene.gateway, scene.linphone, scene.baresip
+    far.start(procs, seconds=TALK_SECONDS + 30)
+    phone.start(procs)
+    phone.command(f"call sip:pbx@{GATEWAY_HOST}:{gw.tls_port};transport=tls")
+    assert far.proc is not None
+    wait_log(far.proc, "Call established", 15)
+    time.sleep(TALK_SECONDS)
+    far.command("hangup")
+    phone.wait_log("ended (", 10)
+    time.sleep(0.5)
+    phone.quit()
+    far.proc.stop()
+    log = phone.log()
+    # belle-sip answers the gateway's BYE (it spells the reason "Ok")
+    assert "BYE sip:" in log and "SIP/2.0 200 OK" in log.split("BYE sip:", 1)[1].upper(), \
+        procs.tails()
+    assert gw.proc is not None
+    gw_log = gw.proc.output()
+    assert "sip.send_failed" not in gw_log and "tls.handshake_failed" not in gw_log, gw_log
+    assert gw.status()["calls"]["active"] == 0
+    assert tone_coverage(read_recording(phone.record), BARESIP_HZ) > 0.6
+    assert tone_coverage(read_samples(far.recording()), LINPHONE_HZ) > 0.6
