@@ -64,6 +64,7 @@ class Gateway:
                               on_tls_failure=self._on_tls_failure)
         self.b2bua = B2bua(config, self.stack, self.relay, clock=self.loop.time,
                            on_call_end=self._call_ended, dtls=dtls_context(config))
+        self.stack.closed_hooks.append(self.b2bua.flow_closed)
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_task: asyncio.Task[list[str]] | None = None
         self._srtp_poller: asyncio.TimerHandle | None = None

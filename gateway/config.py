@@ -134,6 +134,18 @@ class SipSection:
 
 
 @dataclass(frozen=True, slots=True)
+class RegistrarSection:
+    """Bounds on the bindings of phones and PBXs that register with us (``trunk.registrar``)."""
+
+    max_bindings: int = 10000
+    max_bindings_per_aor: int = 5
+    min_expires: int = 60
+    max_expires: int = 3600
+    default_expires: int = 600
+    flow_timer: int = 120  # RFC 5626 §4.4.1: keep-alive at least this often on an outbound flow
+
+
+@dataclass(frozen=True, slots=True)
 class AdminSection:
     enabled: bool = True
     listen: HostPort = HostPort("127.0.0.1", 9060)
@@ -240,6 +252,7 @@ class Trunk:
     pike: PikeSection | None = None  # this trunk's own flood limits (None: [firewall.pike])
     no_route_status: int = 404
     peer_srv: bool = False  # peer is a host name without a port: located by DNS SRV (RFC 3263)
+    registrar: bool = False  # its phones/PBXs REGISTER with us; calls to it go to their bindings
 
     @property
     def secure(self) -> bool:
@@ -255,6 +268,7 @@ class Config:
     dtls: DtlsSection = DtlsSection()
     media: MediaSection = MediaSection()
     sip: SipSection = SipSection()
+    registrar: RegistrarSection = RegistrarSection()
     admin: AdminSection = AdminSection()
     cdr: CdrSection = CdrSection()
     firewall: FirewallSection = FirewallSection()
@@ -374,7 +388,8 @@ def _schema() -> _Schema:
                                     pike=pike).items() if k not in ("peer_srv", "routes")}
     root = _keys(Config, gateway=_keys(GatewaySection), logging=_keys(LoggingSection),
                  tls=_keys(TlsSection), dtls=_keys(DtlsSection), media=_keys(MediaSection),
-                 sip=_keys(SipSection), admin=_keys(AdminSection), cdr=_keys(CdrSection),
+                 sip=_keys(SipSection), registrar=_keys(RegistrarSection),
+                 admin=_keys(AdminSection), cdr=_keys(CdrSection),
                  firewall=_keys(FirewallSection, pike=pike), listener=[_keys(Listener)],
                  trunk=[trunk])
     return {k: v for k, v in root.items()
@@ -585,6 +600,27 @@ def _sip(r: _Reader) -> SipSection:
     return out
 
 
+def _registrar(r: _Reader) -> RegistrarSection:
+    d = RegistrarSection()
+    out = RegistrarSection(
+        max_bindings=r.number("max_bindings", d.max_bindings, 1, 10**6, True),
+        max_bindings_per_aor=r.number("max_bindings_per_aor", d.max_bindings_per_aor, 1, 100,
+                                      True),
+        min_expires=r.number("min_expires", d.min_expires, 1, 86400, True),
+        max_expires=r.number("max_expires", d.max_expires, 1, 86400, True),
+        default_expires=r.number("default_expires", d.default_expires, 1, 86400, True),
+        flow_timer=r.number("flow_timer", d.flow_timer, 1, 3600, True),
+    )
+    if out.max_expires < out.min_expires:
+        raise r.error("max_expires", f"must be >= min_expires ({out.min_expires}); "
+                      f"got {out.max_expires}")
+    if not out.min_expires <= out.default_expires <= out.max_expires:
+        raise r.error("default_expires", f"must be between min_expires ({out.min_expires}) "
+                      f"and max_expires ({out.max_expires}); got {out.default_expires}")
+    r.finish()
+    return out
+
+
 def _dns_servers(r: _Reader) -> tuple[HostPort, ...]:
     out = []
     for i, text in enumerate(r.strings("dns_servers", ())):
@@ -770,6 +806,9 @@ def _trunk(r: _Reader, pike: PikeSection) -> Trunk:
     for i, m in enumerate(methods):
         if not _METHOD.match(m):
             raise ConfigError(r.file, f"{r.key('methods')}[{i}]", f"{m!r} is not a SIP method")
+    registrar = r.get("registrar", bool, False)
+    if registrar and "REGISTER" not in methods:
+        methods += ("REGISTER",)   # the firewall screens methods per trunk
     pass_headers = r.strings("pass_headers", d.pass_headers)
     deny_headers = r.strings("deny_headers", ())
     for key, names in (("pass_headers", pass_headers), ("deny_headers", deny_headers)):
@@ -810,6 +849,7 @@ def _trunk(r: _Reader, pike: PikeSection) -> Trunk:
         rate_limit=_rate_limit(r.sub("rate_limit")),
         pike=_pike(r.sub("pike"), pike) if "pike" in r.table else None,
         no_route_status=r.number("no_route_status", 404, 400, 699, True),
+        registrar=registrar,
     )
     r.finish()
     return out
@@ -950,6 +990,7 @@ def config_from_dict(raw: dict[str, Any], *, file: str = "<config>", base: Path 
         dtls=_dtls(section("dtls"), base),
         media=_media(section("media")),
         sip=_sip(section("sip")),
+        registrar=_registrar(section("registrar")),
         admin=_admin(section("admin"), base),
         cdr=_cdr(section("cdr"), base),
         firewall=firewall,

@@ -14,16 +14,20 @@ import asyncio
 import contextlib
 
 from gateway.b2bua.call import CallState, EndReason, expired
+from gateway.b2bua.core import log
 from gateway.b2bua.indialog import InDialogFlow
 from gateway.b2bua.invite import InviteFlow
 from gateway.b2bua.legs import caller_peer
 from gateway.b2bua.media import DtlsContext, dtls_context
 from gateway.b2bua.options import OptionsRelay
+from gateway.b2bua.registrar import RegisterResult
 from gateway.b2bua.status import out_of_dialog_status
 from gateway.config import Config, Trunk
 from gateway.media.api import MediaError
 from gateway.policy.acl import Acl
 from gateway.sip.capabilities import allow
+from gateway.sip.errors import SipParseError
+from gateway.sip.events import Tid
 from gateway.sip.message import SipRequest
 from gateway.sip.stack import IncomingRequest
 from gateway.sip.transport import MessageSource
@@ -42,6 +46,8 @@ class B2bua(InviteFlow, InDialogFlow, OptionsRelay):
         self.dtls = dtls if dtls is not None else dtls_context(config)
         self._acl = Acl(config)
         self.config = config
+        self.registrar.section = config.registrar
+        self.registrar.retain({t.name for t in config.trunks if t.registrar})
 
     def handle(self, incoming: IncomingRequest, trunk: Trunk | None = None) -> None:
         """A request from the stack; ``trunk`` is the firewall's verdict (else we classify)."""
@@ -68,9 +74,32 @@ class B2bua(InviteFlow, InDialogFlow, OptionsRelay):
             self._new_invite(req, tid, trunk, caller_peer(trunk, src, req), src.connection_id)
         elif req.method == "OPTIONS":
             self._options(req, tid, trunk)
+        elif req.method == "REGISTER" and trunk.registrar:
+            self._on_register(req, tid, trunk, src)
         else:
             self._reply(tid, req, out_of_dialog_status(req.method),
                         extra=[("Allow", allow(trunk))])
+
+    def _on_register(self, req: SipRequest, tid: Tid, trunk: Trunk, src: MessageSource) -> None:
+        try:
+            result = self.registrar.register(req, src, trunk, self._clock())
+        except SipParseError:   # a Contact that does not parse
+            result = RegisterResult(400)
+        if result.watch_flow is not None and src.connection_id is not None:
+            self.sip.watch_flow(src.connection_id, result.watch_flow)
+        self.counters[f"register.{result.status}"] += 1
+        log.info("registrar.register", trunk=trunk.name, status=result.status,
+                 transport=src.transport, flow=src.connection_id,
+                 bindings=len(self.registrar))
+        self._reply(tid, req, result.status, extra=result.headers)
+
+    def flow_closed(self, connection: int) -> None:
+        """A connection closed (the peer, an error, or a flow's keep-alive timeout): bindings
+        registered over it are gone (RFC 5626 §5.5: a failed flow is no way to reach a UA)."""
+        gone = self.registrar.flow_closed(connection)
+        if gone:
+            log.info("registrar.flow_lost", flow=connection, bindings=len(gone),
+                     trunks=",".join(sorted({b.trunk for b in gone})))
 
     def _follow_flow(self, req: SipRequest, to_tag: str, trunk: Trunk,
                      src: MessageSource) -> None:
@@ -91,6 +120,7 @@ class B2bua(InviteFlow, InDialogFlow, OptionsRelay):
         be cut while it carries audio. Returns the ids of the calls ended.
         """
         now = self._clock() if now is None else now
+        self.registrar.expire(now)
         limit = self.config.sip.session_expires
         gone = []
         for call in expired(list(self.calls.values()), now, limit):

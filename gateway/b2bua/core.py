@@ -17,6 +17,7 @@ from typing import Any
 from gateway.b2bua.call import Call, CallState, EndReason, Leg
 from gateway.b2bua.dialog import request
 from gateway.b2bua.media import DtlsContext, MediaBridge
+from gateway.b2bua.registrar import Registrar
 from gateway.b2bua.status import Extra, reply, teardown_status
 from gateway.config import Config, HostPort, Trunk
 from gateway.media.api import MediaRelayApi
@@ -76,6 +77,7 @@ class CallCore:
         self._late_acks: set[str] = set()          # late offer: B's ACK waits for A's answer
         self._late_answers: dict[str, tuple[int, bytes]] = {}  # late offer: CSeq, answer in B's ACK
         self.counters: Counter[str] = Counter()
+        self.registrar = Registrar(config.registrar)   # bindings of trunks with registrar
 
     def classify(self, src: MessageSource) -> Trunk | None:
         """The trunk a source belongs to: the firewall's own classifier (policy.acl.Acl)."""

@@ -15,7 +15,7 @@ import math
 from gateway.b2bua.call import Call, CallState, EndReason, Leg, new_token
 from gateway.b2bua.core import CallCore, PendingInvite, log
 from gateway.b2bua.dialog import forwarded_hops, learn_response, request, without_tag
-from gateway.b2bua.legs import callee_leg, callee_ruri, caller_leg, route_request
+from gateway.b2bua.legs import callee_leg, callee_ruri, caller_leg, route_request, to_binding
 from gateway.b2bua.media import MediaBridge
 from gateway.b2bua.status import ACCEPT, RETRY_AFTER, Extra, is_sdp, relayed_status
 from gateway.b2bua.topology import copy_headers, unsupported_required
@@ -122,6 +122,13 @@ class InviteFlow(CallCore):
         a = caller_leg(req, trunk, source, self.sip.contact(trunk.listener), connection)
         b = callee_leg(req, dst, routed.user, self.config.gateway.domain,
                        self.sip.contact(dst.listener))
+        if dst.registrar:
+            binding = self.registrar.lookup(dst.name, routed.user, now)
+            if binding is None:
+                self.counters["rejected.not_registered"] += 1
+                self._refuse(tid, req, 480)
+                return
+            to_binding(b, binding)
         call = Call(id=new_token(8), a=a, b=b, created=now, last_activity=now)
         inv = PendingInvite(call, req, tid)
         self._invites[tid] = inv
@@ -160,14 +167,15 @@ class InviteFlow(CallCore):
             body = offer
         if inv.closed:
             return
-        out = request(call.b, "INVITE", ruri=callee_ruri(dst, user), body=body,
+        out = request(call.b, "INVITE", ruri=call.b.remote_target or callee_ruri(dst, user),
+                      body=body,
                       extra=[*capability_headers(dst, src),
                              *copy_headers(req.headers, src, dst, self.config.gateway.domain)],
                       user_agent=self.config.gateway.user_agent,
                       max_forwards=forwarded_hops(req))
         cseq = call.b.local_cseq
         try:
-            client = self._client(out, dst, dst.peer)
+            client = self._leg_client(out, call.b)
         except SipError:
             self._fail(inv, 503, "destination unreachable")
             return
@@ -236,8 +244,7 @@ class InviteFlow(CallCore):
         learn_response(call.b, resp)
         ua = self.config.gateway.user_agent
         if inv.closed or not call.active or not is_sdp(resp):
-            self._ack(request(call.b, "ACK", cseq=cseq, user_agent=ua), call.b.trunk,
-                      call.b.peer)
+            self._leg_ack(request(call.b, "ACK", cseq=cseq, user_agent=ua), call.b)
             if not inv.closed and call.active:
                 self._fail(inv, 488, "callee sent no offer in its 2xx to an offerless INVITE")
             await self._bye(call.b)
@@ -259,8 +266,8 @@ class InviteFlow(CallCore):
         finally:
             self._late_acks.discard(call.id)
             self._acks.pop(call.id, None)
-        self._ack(request(call.b, "ACK", cseq=cseq, body=answer or b"", user_agent=ua),
-                  call.b.trunk, call.b.peer)
+        self._leg_ack(request(call.b, "ACK", cseq=cseq, body=answer or b"", user_agent=ua),
+                      call.b)
         if answer is None:
             if call.active:
                 self._end(call, EndReason.ERROR)
@@ -316,7 +323,7 @@ class InviteFlow(CallCore):
         call = inv.call
         learn_response(call.b, resp)
         ack = request(call.b, "ACK", cseq=cseq, user_agent=self.config.gateway.user_agent)
-        self._ack(ack, call.b.trunk, call.b.peer)
+        self._leg_ack(ack, call.b)
         if inv.closed or not call.active:
             # the 2xx crossed our CANCEL: the B dialog exists now and must be ended
             self.counters["cancel_raced_2xx"] += 1

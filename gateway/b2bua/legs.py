@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from gateway.b2bua.call import Leg, new_token
 from gateway.b2bua.dialog import uas_leg, without_tag
+from gateway.b2bua.registrar import Binding
 from gateway.b2bua.routing import Routed, select_route
 from gateway.config import Config, HostPort, Trunk
 from gateway.sip.message import SipRequest
@@ -42,6 +43,15 @@ def caller_peer(trunk: Trunk, src: MessageSource, req: SipRequest) -> HostPort:
     uri = contacts[0].uri if contacts else None
     port = uri.port if isinstance(uri, SipUri) and uri.port else trunk.peer.port
     return HostPort(src.ip, port)
+
+
+def to_binding(leg: Leg, binding: Binding) -> None:
+    """Aim the callee-facing leg at a registered binding: over its flow, to its Contact,
+    through its Path (RFC 3327, RFC 5626)."""
+    leg.peer = binding.peer
+    leg.connection = binding.connection
+    leg.route_set = binding.path
+    leg.remote_target = binding.contact
 
 
 def caller_leg(req: SipRequest, trunk: Trunk, peer: HostPort, contact: str,

@@ -135,6 +135,10 @@ class GatewayOps:
                  "suite": [c.a.media.suite, c.b.media.suite]}
                 for c in list(self.gw.calls.values())]
 
+    def bindings(self) -> list[dict[str, Any]]:
+        """Registered phones and PBXs (trunks with ``registrar``), without Contact hosts."""
+        return self.gw.b2bua.registrar.listing(self.gw.loop.time())
+
     def apply_config(self, cfg: Config) -> None:
         """The steps that can fail run first: the DTLS certificate is loaded (nothing swapped
         yet), the security sink is opened (before the firewall changes), the TLS contexts are

@@ -67,6 +67,12 @@ def render_status(doc: dict[str, Any], out: TextIO) -> None:
     if by_trunk:
         out.write("\n")
         _table([("TRUNK", "ACTIVE")] + [(t, str(n)) for t, n in by_trunk.items()], out)
+    bindings = doc.get("bindings") or []
+    if bindings:
+        out.write("\nregistered:\n")
+        cols = ("trunk", "user", "transport", "flow", "outbound", "expires_in")
+        _table([tuple(c.upper() for c in cols)]
+               + [tuple(str(b.get(k, "")) for k in cols) for b in bindings], out)
     out.write("\n")
     _table([("COUNTER", "VALUE")] + [(k, str(v)) for k, v in doc.get("counters", {}).items()],
            out)

@@ -166,6 +166,7 @@ class SipStack:
                                         on_tls_failure=on_tls_failure,
                                         on_closed=self._connection_closed)
         self._tid_conn: dict[Tid, int] = {}  # client transactions -> the connection they use
+        self.closed_hooks: list[Callable[[int], None]] = []  # told of every closed connection
         self._clients: dict[Tid, ClientTransaction] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -197,6 +198,11 @@ class SipStack:
 
     def bound(self, listener: str) -> tuple[str, int]:
         return self.transports.bound(listener)
+
+    def watch_flow(self, cid: int, idle: float) -> None:
+        """A registered flow (RFC 5626): closed when silent, keep-alives included, for ``idle``
+        seconds; ``closed_hooks`` hear of it."""
+        self.transports.watch_flow(cid, idle)
 
     def contact(self, listener: str, toward: str | None = None) -> str:
         """Our Contact URI on a listener (``toward``: the peer's IP, for wildcard binds)."""
@@ -454,6 +460,8 @@ class SipStack:
     def _connection_closed(self, cid: int) -> None:
         """Requests still waiting on a closed connection fail now, not at timer B/F (an INVITE
         past its provisional has no timer at all)."""
+        for hook in self.closed_hooks:
+            hook(cid)
         lost = [tid for tid, c in self._tid_conn.items() if c == cid]
         for tid in lost:
             del self._tid_conn[tid]

@@ -102,6 +102,8 @@ class Connection:
         self.outbound = outbound
         self.closed = False
         self.sent_by_ports: set[int] = set()  # ports the peer's Vias named (see note_sent_by)
+        self.idle_timeout: float | None = None  # a registered flow's own (see watch_flow)
+        self.watchdog: _Deadline | None = None
 
     def write(self, data: bytes) -> bool:
         if self.closed or self.stream.is_closing():
@@ -424,14 +426,14 @@ class SipTransports:
                 first: float | None = (loop.time() + sip.first_message_timeout
                                        if not conn.outbound and sip.first_message_timeout
                                        else None)
-                idle_deadline = loop.time() + sip.tcp_idle_timeout
+                idle_deadline = loop.time() + (conn.idle_timeout or sip.tcp_idle_timeout)
                 watchdog = _Deadline(loop, scope, min(idle_deadline, first or idle_deadline))
+                conn.watchdog = watchdog
                 while not conn.closed:
                     data = await conn.stream.read(65536)
                     if not data:
                         break
                     now = loop.time()
-                    idle_deadline = now + sip.tcp_idle_timeout
                     try:
                         items = conn.framer.feed(data)
                     except SipParseError as exc:
@@ -445,6 +447,8 @@ class SipTransports:
                             continue
                         self._on_message(item, conn.source)
                         first = None
+                    # after the messages: one may have made this a registered flow (watch_flow)
+                    idle_deadline = now + (conn.idle_timeout or sip.tcp_idle_timeout)
                     if not conn.framer.partial:
                         header_deadline = None
                     elif items or header_deadline is None:
@@ -579,6 +583,17 @@ class SipTransports:
         conn = self._conns.get(cid)
         if conn is not None and len(conn.sent_by_ports) < 16:
             conn.sent_by_ports.add(port)
+
+    def watch_flow(self, cid: int, idle: float) -> None:
+        """Close connection ``cid`` once it has been silent for ``idle`` seconds (a registered
+        flow whose CRLF keep-alives stopped, RFC 5626 §4.4.1), counted from now."""
+        conn = self._conns.get(cid)
+        if conn is None:
+            return
+        conn.idle_timeout = idle
+        if conn.watchdog is not None:
+            conn.watchdog.move(min(conn.watchdog.at, asyncio.get_running_loop().time() + idle),
+                               None)
 
     def send_on_connection(self, cid: int, data: bytes) -> bool:
         conn = self._conns.get(cid)

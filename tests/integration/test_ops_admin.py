@@ -102,6 +102,9 @@ class View:
     def active_calls(self) -> int:
         return sum(self.stats_value.calls_active.values())
 
+    def bindings(self) -> list[dict[str, Any]]:
+        return []
+
     def apply_config(self, cfg: Config) -> None:
         self.applied.append(cfg)
 

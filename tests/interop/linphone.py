@@ -37,6 +37,7 @@ class Linphone:
     ca_file: Path
     media_encryption: str = "srtp"  # or "dtls"
     ipv6: bool = False
+    register_at: str | None = None  # a proxy URI to REGISTER with, e.g. <sip:host:port;...>
 
     def __post_init__(self) -> None:
         self.dir = self.workdir / self.name
@@ -57,20 +58,30 @@ class Linphone:
             f"root_ca={self.ca_file}", "verify_server_certs=1", "verify_server_cn=1",
             f"client_cert_chain={self.certificate}", f"client_cert_key={self.key}",
             f"media_encryption={self.media_encryption}", "media_encryption_mandatory=1",
+            *(["default_proxy=0"] if self.register_at else []),
             "[rtp]",
             # else its SDP names the host's interface address (a route lookup): keep the
             # test's media on loopback
             *([] if self.ipv6 else ["bind_address=127.0.0.1"]),
             f"audio_rtp_port={self.rtp_min}-{self.rtp_min + RTP_SPAN - 1}",
             "[sound]", "echocancellation=0",
+            *self._proxy(),
             "[audio_codec_0]", "mime=PCMU", "rate=8000", "enabled=1",
             "",
         ]))
         return rc
 
-    def start(self, procs: Procs) -> Proc:
+    def _proxy(self) -> list[str]:
+        if self.register_at is None:
+            return []
+        return ["[proxy_0]", f"reg_proxy={self.register_at}",
+                f"reg_identity=sip:{self.name}@localhost", "reg_expires=600",
+                "reg_sendregister=1", "publish=0", "quality_reporting_enabled=0"]
+
+    def start(self, procs: Procs, auto_answer: bool = False) -> Proc:
         rc = self.write_config()
-        self.proc = procs.start(f"linphonec-{self.name}", ["linphonec", "-c", str(rc), "-d", "6"],
+        argv = ["linphonec", "-c", str(rc), "-d", "6", *(["-a"] if auto_answer else [])]
+        self.proc = procs.start(f"linphonec-{self.name}", argv,
                                 cwd=self.dir, env={"HOME": str(self.home), "PATH": "/usr/bin:/bin"},
                                 stdin=True)
         self.command("soundcard use files")

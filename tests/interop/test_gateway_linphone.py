@@ -3,6 +3,8 @@
 Flow A: the linphone calls over TLS with its client certificate and SDES-SRTP; the far side
 hangs up, and the gateway's BYE must reach the linphone over the connection it opened (belle-sip
 closes inbound TLS) and be answered 200. Each phone plays its own tone and must hear the other's.
+Flow B: the linphone registers over TLS (the carrier trunk has ``registrar = true``), baresip
+calls it, and the call reaches it over its registered flow.
 The linphone dials a DNS name of the gateway's certificate: mbedtls does not match IP SANs.
 """
 
@@ -54,7 +56,7 @@ def _gateway_cert_for(pki: Pki, host: str) -> None:
 
 
 def _scene(tmp_path: Path, procs: Procs, pki: Pki, media_encryption: str = "srtp",
-           ipv6: bool = False) -> Scene:
+           ipv6: bool = False, register: bool = False) -> Scene:
     for tool in ("linphonec", "baresip"):
         require_tool(tool)
     _gateway_cert_for(pki, GATEWAY_HOST)
@@ -66,7 +68,10 @@ def _scene(tmp_path: Path, procs: Procs, pki: Pki, media_encryption: str = "srtp
                  secure_peer=f"127.0.0.1:{free_port('127.0.0.1', udp=False)}",
                  legacy_sources=[f"{baresip.address}/32"], secure_sources=["127.0.0.1/32"],
                  suites=["AES_CM_128_HMAC_SHA1_80"], address="127.0.0.1",
-                 secure_media="dtls-srtp" if media_encryption == "dtls" else "srtp")
+                 secure_media="dtls-srtp" if media_encryption == "dtls" else "srtp",
+                 secure_registrar=register)
+    if register:
+        linphone.register_at = f"<sip:{GATEWAY_HOST}:{gw.tls_port};transport=tls>"
     gw.start(procs)
     return Scene(gw, linphone, baresip)
 
@@ -93,5 +98,38 @@ def test_linphone_calls_far_side_hangs_up(tmp_path: Path, procs: Procs, pki: Pki
     gw_log = gw.proc.output()
     assert "sip.send_failed" not in gw_log and "tls.handshake_failed" not in gw_log, gw_log
     assert gw.status()["calls"]["active"] == 0
+    assert tone_coverage(read_recording(phone.record), BARESIP_HZ) > 0.6
+    assert tone_coverage(read_samples(far.recording()), LINPHONE_HZ) > 0.6
+
+
+def _wait_binding(gw: Gateway, user: str, timeout: float = 15.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = [b for b in gw.status()["bindings"] if b["user"] == user]
+        if found:
+            return found[0]
+        time.sleep(0.2)
+    raise AssertionError(f"{user} never registered: {gw.status()['bindings']}")
+
+
+def test_registered_linphone_is_called_over_its_flow(tmp_path: Path, procs: Procs,
+                                                      pki: Pki) -> None:
+    scene = _scene(tmp_path, procs, pki, register=True)
+    gw, phone, far = scene.gateway, scene.linphone, scene.baresip
+    phone.start(procs, auto_answer=True)
+    binding = _wait_binding(gw, phone.name)
+    assert binding["trunk"] == "carrier" and binding["transport"] == "tls"
+    far.start(procs, seconds=TALK_SECONDS, dial=f"sip:{phone.name}@{gw.udp_uri_host}")
+    assert far.proc is not None
+    wait_log(far.proc, "Call established", 15)
+    far.wait(TALK_SECONDS + 10)                    # baresip hangs up and quits by itself
+    phone.wait_log("ended (", 10)
+    time.sleep(0.5)
+    phone.quit()
+    log = phone.log()
+    assert "INVITE sip:" in log and "BYE sip:" in log, procs.tails()
+    assert gw.proc is not None
+    gw_log = gw.proc.output()
+    assert "sip.send_failed" not in gw_log and "tls.handshake_failed" not in gw_log, gw_log
     assert tone_coverage(read_recording(phone.record), BARESIP_HZ) > 0.6
     assert tone_coverage(read_samples(far.recording()), LINPHONE_HZ) > 0.6

@@ -14,7 +14,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 SECTIONS = {
     "gateway": config.GatewaySection, "logging": config.LoggingSection,
     "tls": config.TlsSection, "dtls": config.DtlsSection, "media": config.MediaSection,
-    "sip": config.SipSection, "admin": config.AdminSection, "cdr": config.CdrSection,
+    "sip": config.SipSection, "registrar": config.RegistrarSection,
+    "admin": config.AdminSection, "cdr": config.CdrSection,
     "firewall": config.FirewallSection, "firewall.pike": config.PikeSection,
     "listener": config.Listener, "trunk": config.Trunk, "trunk.route": config.Route,
     "trunk.rate_limit": config.RateLimit,
