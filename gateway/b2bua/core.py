@@ -18,11 +18,12 @@ from gateway.b2bua.call import Call, CallState, EndReason, Leg
 from gateway.b2bua.dialog import request
 from gateway.b2bua.media import DtlsContext, MediaBridge
 from gateway.b2bua.registrar import Registrar
-from gateway.b2bua.status import Extra, reply, teardown_status
+from gateway.b2bua.status import Extra, reply, sdp_warning, teardown_status
 from gateway.config import Config, HostPort, Trunk
 from gateway.media.api import MediaRelayApi
 from gateway.ops.log import get_logger
 from gateway.policy.acl import Acl, Source
+from gateway.sdp.errors import SdpError
 from gateway.sip.errors import SipError
 from gateway.sip.events import Tid
 from gateway.sip.message import SipRequest, SipResponse
@@ -222,6 +223,9 @@ class CallCore:
         if inv.closed:
             inv.call.final_status = status
         self._reply(inv.tid, inv.request, status, leg=inv.call.a, body=body, extra=extra)
+
+    def _warning(self, exc: SdpError) -> Extra:
+        return sdp_warning(exc, self.config.gateway.name)
 
     async def _bye(self, leg: Leg) -> None:
         req = request(leg, "BYE", user_agent=self.config.gateway.user_agent)

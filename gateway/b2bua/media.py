@@ -433,7 +433,7 @@ class MediaBridge:
         check_fingerprints(params, accept_sha1=self._dtls.section.accept_sha1_fingerprint)
         d = self._legs[p.src].dtls.get(stream)
         if d is None or d.role is None or needs_new_association(d.remote, params):
-            setup = answer_setup(params.setup)
+            setup = self._answer_setup(p, stream, params)
             d = self._new_dtls(p.src, stream)
             d.role = role_for_setup(setup)
             p.starts[stream] = (d.role, params)
@@ -441,6 +441,20 @@ class MediaBridge:
             setup = _setup_for(d.role)
         d.remote = params
         p.answer_attrs[stream] = dtls_attributes(d.leg.fingerprint, setup, d.leg.tls_id)
+
+    def _answer_setup(self, p: _Pending, stream: int, params: DtlsParams) -> Setup:
+        """RFC 5763 §5 with the relay's reach in mind: an offered address of a family the relay
+        cannot send to (linphone's dual-stack ``c=IN IP6`` while it sends from IPv4) can be
+        answered only passively, and only on a trunk that learns addresses; otherwise no
+        packet could ever reach the peer: 488 with Warning 301."""
+        trunk = self._legs[p.src].trunk
+        rtp = p.offer.streams[stream].rtp
+        unreachable = rtp is not None and not _reachable(rtp[0], self._sdp_address)
+        setup = answer_setup(params.setup, prefer_passive=trunk.nat_learning or unreachable)
+        if unreachable and (setup == "active" or not trunk.nat_learning):
+            raise SdpError(488, "offered media address family is not reachable from the relay",
+                           warning=301)
+        return setup
 
     def _dtls_offer_attrs(self, leg: int, stream: int) -> tuple[Attribute, ...]:
         """Our DTLS attributes in an offer on ``leg``: actpass for a new association, our
@@ -513,3 +527,10 @@ class MediaBridge:
         else:
             cfg = base
         await self._relay.update_leg(self._sid, leg, s.index, cfg)
+
+
+def _reachable(address: str, relay_address: str) -> bool:
+    """Can the relay's sockets (of ``relay_address``'s family) send to ``address``?"""
+    if relay_address == "::":
+        return True
+    return (":" in address) == (":" in relay_address)

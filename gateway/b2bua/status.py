@@ -7,14 +7,34 @@ carry anything (topology hiding).
 
 from __future__ import annotations
 
+import re
+
 from gateway.b2bua.call import EndReason, Leg, new_token
 from gateway.b2bua.dialog import SDP, response
+from gateway.sdp.errors import SdpError
 from gateway.sip.message import REASONS, SipRequest, SipResponse
 
 ACCEPT = "application/sdp"
 RETRY_AFTER = "30"
 
 Extra = list[tuple[str, str]]
+
+
+# Anything address-like in a reason is dropped from the Warning text: it may come from the
+# other side's SDP (topology hiding). IPv4, IPv6 (two or more colons) and host:port shapes.
+_ADDRESS = re.compile(r"\[?[0-9A-Fa-f.]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*\]?(:\d+)?"
+                      r"|\b\d{1,3}(\.\d{1,3}){3}(:\d+)?\b|\b[\w.-]+\.[A-Za-z]{2,}(:\d+)?\b")
+_WARN_TEXT = re.compile(r'[^A-Za-z0-9 ,;:()=/+_.-]')
+_AGENT = re.compile(r"[^A-Za-z0-9.!%*_+`'~-]")   # warn-agent as a pseudonym token
+
+
+def sdp_warning(exc: SdpError, agent: str) -> Extra:
+    """``Warning: <code> <agent> "<reason>"`` (RFC 3261 §20.43) for an SDP refusal, so the
+    phone learns why; the text carries no address and nothing that needs quoting."""
+    if exc.warning is None:
+        return []
+    text = _WARN_TEXT.sub("", _ADDRESS.sub("-", exc.reason))[:120].strip()
+    return [("Warning", f'{exc.warning} {_AGENT.sub("-", agent) or "-"} "{text}"')]
 
 
 def is_sdp(msg: SipRequest | SipResponse) -> bool:

@@ -74,6 +74,7 @@ class _Session:
     activity: list[tuple[int, int]] = field(default_factory=list)
     idle_since: list[float] = field(default_factory=list)
     reported: list[bool] = field(default_factory=list)
+    send_failed: set[int] = field(default_factory=set)   # legs whose raw send failure was logged
 
 
 class MediaRelay:
@@ -383,7 +384,10 @@ class MediaRelay:
         try:
             send(data, addr)
         except OSError as exc:
-            log.warning("media.send_raw_failed", session=session_id, leg=leg, error=str(exc))
+            if leg not in sess.send_failed:   # once per leg: DTLS retransmits would repeat it
+                sess.send_failed.add(leg)
+                log.warning("media.send_raw_failed", session=session_id, leg=leg, stream=stream,
+                            destination=f"{addr[0]}:{addr[1]}", error=str(exc))
 
     # ------------------------------------------------------------------ hot path
 

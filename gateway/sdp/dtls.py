@@ -114,10 +114,14 @@ def check_fingerprints(params: DtlsParams, *, accept_sha1: bool) -> None:
         raise unacceptable(f"no acceptable a=fingerprint hash (peer offered {', '.join(names)})")
 
 
-def answer_setup(offered: Setup | None) -> Setup:
-    """Our ``a=setup`` in an answer (RFC 5763 §5; RFC 4145 §4: absent means active)."""
+def answer_setup(offered: Setup | None, *, prefer_passive: bool = False) -> Setup:
+    """Our ``a=setup`` in an answer (RFC 5763 §5; RFC 4145 §4: absent means active).
+
+    ``prefer_passive``: to an ``actpass`` offer, wait for the peer's ClientHello rather than send
+    ours toward its signalled address (a peer behind NAT, or one whose SDP names an address the
+    relay cannot send to: its ClientHello shows where it really is)."""
     if offered == "actpass":
-        return "active"
+        return "passive" if prefer_passive else "active"
     if offered in ("active", None):
         return "passive"
     if offered == "passive":

@@ -43,7 +43,7 @@ class Gateway:
     legacy_secure: bool = False  # make "pbx" a second secure trunk (TLS, SDES): SRTP <-> SRTP
     pbx_identity: str = "peer.srtpgw.test"  # its peer's certificate identity, when secure
     media_ports: int = MEDIA_PORTS
-    secure_registrar: bool = False  # the carrier trunk's phones REGISTER with the gateway
+    secure_extra: Sequence[str] = ()  # more TOML lines for the carrier trunk (registrar...)
     address: str = field(default_factory=loopback_address)
 
     def __post_init__(self) -> None:
@@ -68,7 +68,7 @@ class Gateway:
             secure_sources=json.dumps(list(self.secure_sources)),
             suites=json.dumps(list(self.suites)), rate=f"{self.rate:.1f}", burst=burst,
             secure_transport=self.secure_transport, secure_media=self.secure_media,
-            secure_registrar="registrar = true" if self.secure_registrar else "",
+            secure_extra="\n".join(self.secure_extra),
             secure_identity=_identity("peer.srtpgw.test") if self.secure_transport == "tls"
             else "allow_sdes_over_insecure = true",
             pike_max=max(200, int(self.rate * 4)),

@@ -69,7 +69,10 @@ def _scene(tmp_path: Path, procs: Procs, pki: Pki, media_encryption: str = "srtp
                  legacy_sources=[f"{baresip.address}/32"], secure_sources=["127.0.0.1/32"],
                  suites=["AES_CM_128_HMAC_SHA1_80"], address="127.0.0.1",
                  secure_media="dtls-srtp" if media_encryption == "dtls" else "srtp",
-                 secure_registrar=register)
+                 secure_extra=[*(["registrar = true"] if register else []),
+                               # DTLS toward a dual-stack offer: answer passive, learn the
+                               # address its ClientHello comes from
+                               *(["nat_learning = true"] if ipv6 else [])])
     if register:
         linphone.register_at = f"<sip:{GATEWAY_HOST}:{gw.tls_port};transport=tls>"
     gw.start(procs)
@@ -131,5 +134,31 @@ def test_registered_linphone_is_called_over_its_flow(tmp_path: Path, procs: Proc
     assert gw.proc is not None
     gw_log = gw.proc.output()
     assert "sip.send_failed" not in gw_log and "tls.handshake_failed" not in gw_log, gw_log
+    assert tone_coverage(read_recording(phone.record), BARESIP_HZ) > 0.6
+    assert tone_coverage(read_samples(far.recording()), LINPHONE_HZ) > 0.6
+
+
+def test_linphone_dtls_srtp_dual_stack_offer(tmp_path: Path, procs: Procs, pki: Pki) -> None:
+    """linphone's default on a dual-stack host: DTLS-SRTP offered ``actpass`` at ``c=IN IP6``
+    while it sends from 127.0.0.1. The gateway answers passive and learns its address."""
+    scene = _scene(tmp_path, procs, pki, media_encryption="dtls", ipv6=True)
+    gw, phone, far = scene.gateway, scene.linphone, scene.baresip
+    far.start(procs, seconds=TALK_SECONDS + 30)
+    phone.start(procs)
+    phone.command(f"call sip:pbx@{GATEWAY_HOST}:{gw.tls_port};transport=tls")
+    assert far.proc is not None
+    wait_log(far.proc, "Call established", 15)
+    time.sleep(TALK_SECONDS)
+    far.command("hangup")
+    phone.wait_log("ended (", 10)
+    time.sleep(0.5)
+    phone.quit()
+    far.proc.stop()
+    log = phone.log()
+    offer = log.split("INVITE sip:", 1)[1]
+    assert "c=IN IP6" in offer and "a=setup:actpass" in offer, procs.tails()
+    assert "a=setup:passive" in log, procs.tails()
+    assert gw.proc is not None
+    assert "media.send_raw_failed" not in gw.proc.output(), gw.proc.output()
     assert tone_coverage(read_recording(phone.record), BARESIP_HZ) > 0.6
     assert tone_coverage(read_samples(far.recording()), LINPHONE_HZ) > 0.6

@@ -186,3 +186,10 @@ def test_rtp_savp_with_fingerprint_is_read_as_dtls() -> None:
     with pytest.raises(SdpError) as info:
         dtls_params(bare, bare.media[0])
     assert info.value.status == 488
+
+
+@pytest.mark.parametrize(("offered", "answered"), [("actpass", "passive"), ("active", "passive"),
+                                                   ("passive", "active"), (None, "passive")])
+def test_answer_setup_prefers_passive_only_where_the_offer_lets_us(offered: str | None,
+                                                                   answered: str) -> None:
+    assert answer_setup(offered, prefer_passive=True) == answered  # type: ignore[arg-type]
