@@ -79,6 +79,7 @@ class LoggingSection:
     format: Literal["kv", "json"] = "kv"
     file: Path | None = None
     security_file: Path | None = None  # security events as JSON lines for a SIEM
+    sip_message_text: bool = False  # debug sip.message events carry the whole (redacted) text
 
 
 @dataclass(frozen=True, slots=True)
@@ -520,7 +521,8 @@ def _logging(r: _Reader, base: Path) -> LoggingSection:
     level = r.choice("level", ("debug", "info", "warning", "error"), d.level)
     out = LoggingSection(level=level, format=r.choice("format", ("kv", "json"), d.format),
                          file=r.path_value("file", None, base),
-                         security_file=r.path_value("security_file", None, base))
+                         security_file=r.path_value("security_file", None, base),
+                         sip_message_text=r.get("sip_message_text", bool, False))
     r.finish()
     return out
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from gateway.config import Config, HostPort, Listener, Transport, Trunk
 from gateway.ops.log import get_logger, security_event
+from gateway.sip import trace
 from gateway.sip.errors import SipParseError, TransportFailure
 from gateway.sip.framing import PING, PONG, Keepalive, StreamFramer
 from gateway.sip.identity import (
@@ -103,6 +104,7 @@ class Connection:
         self.closed = False
         self.sent_by_ports: set[int] = set()  # ports the peer's Vias named (see note_sent_by)
         self.idle_timeout: float | None = None  # a registered flow's own (see watch_flow)
+        self.trace_text = False   # sip.message events carry the whole text
         self.watchdog: _Deadline | None = None
 
     def write(self, data: bytes) -> bool:
@@ -117,6 +119,9 @@ class Connection:
         except (ssl.SSLError, OSError):
             self.close()
             return False
+        if trace.enabled() and data not in (PING, PONG):
+            trace.trace("out", self.source.transport, self.source.addr, self.id, data,
+                        self.trace_text)
         return True
 
     def close(self) -> None:
@@ -283,6 +288,9 @@ class SipTransports:
 
     # ------------------------------------------------------------------ inbound
     def deliver(self, data: bytes, source: MessageSource) -> None:
+        if trace.enabled():
+            trace.trace("in", source.transport, source.addr, source.connection_id, data,
+                        self.config.logging.sip_message_text)
         self._on_message(data, source)
 
     async def _accepted(self, listener: Listener, reader: asyncio.StreamReader,
@@ -402,6 +410,7 @@ class SipTransports:
         framer = StreamFramer(self._limits, self.config.sip.max_connection_buffer,
                               expect_pong=outbound)
         conn = Connection(cid, source, stream, framer, outbound)
+        conn.trace_text = self.config.logging.sip_message_text
         self._conns[cid] = conn
         return conn
 
@@ -445,7 +454,7 @@ class SipTransports:
                             if item.ping:
                                 conn.write(PONG)
                             continue
-                        self._on_message(item, conn.source)
+                        self.deliver(item, conn.source)
                         first = None
                     # after the messages: one may have made this a registered flow (watch_flow)
                     idle_deadline = now + (conn.idle_timeout or sip.tcp_idle_timeout)
@@ -509,6 +518,8 @@ class SipTransports:
         except (OSError, ValueError) as exc:  # ValueError: an address of the other family
             raise TransportFailure(f"cannot send to {addr[0]}:{addr[1]}: "
                                    f"{type(exc).__name__}") from None
+        if trace.enabled():
+            trace.trace("out", "udp", addr, None, data, self.config.logging.sip_message_text)
 
     def _udp_for(self, listener: str | None) -> _Udp | None:
         return self._udp.get(listener or "") or next(iter(self._udp.values()), None)
