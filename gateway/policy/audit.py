@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
+from cryptography import x509
+
 from gateway.config import Config
 
 Level = Literal["MUST", "SHOULD"]
@@ -211,6 +213,33 @@ def _dtls(cfg: Config) -> Iterator[Finding]:
                       "sha-1 certificate fingerprints accepted in SDP (needed by some peers)")
 
 
+def _server_names(cfg: Config) -> Iterator[Finding]:
+    """Phones dial a name and many match only DNS SANs (linphone's mbedtls ignores IP SANs):
+    a server certificate with IP SANs alone fails their host-name check."""
+    if not any(li.transport == "tls" for li in cfg.listeners):
+        return
+    path = cfg.tls.certificate
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        yield Finding("tls.certificate.dns_names", "SHOULD", "WARN",
+                      f"{path}: cannot read the certificate ({type(exc).__name__})")
+        return
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns, ips = san.get_values_for_type(x509.DNSName), san.get_values_for_type(x509.IPAddress)
+    except x509.ExtensionNotFound:
+        dns, ips = [], []
+    if dns:
+        yield Finding("tls.certificate.dns_names", "SHOULD", "PASS",
+                      f"server certificate names {', '.join(dns[:4])} (DNS SANs phones can match)")
+    else:
+        what = "IP SANs only" if ips else "no DNS SAN"
+        yield Finding("tls.certificate.dns_names", "SHOULD", "WARN",
+                      f"server certificate has {what}: phones that match DNS names only "
+                      "(linphone) refuse it; add the names phones dial as DNS SANs")
+
+
 def _admin(cfg: Config) -> Iterator[Finding]:
     if not cfg.admin.enabled:
         return
@@ -232,7 +261,7 @@ def _admin(cfg: Config) -> Iterator[Finding]:
 
 CHECKS: tuple[Check, ...] = (_tls_version, _tls_ciphers, _mtls, _secure_signalling,
                              _sdes_over_clear, _secure_media, _suites, _acl, _rate_limits, _pike,
-                             _unknown_sources, _topology, _dtls, _admin)
+                             _unknown_sources, _topology, _dtls, _server_names, _admin)
 
 
 def audit(config: Config) -> list[Finding]:

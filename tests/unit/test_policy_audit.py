@@ -122,3 +122,28 @@ def test_trunk_pike_exemption_and_own_limits_are_reported() -> None:
     got = outcomes(cfg)
     assert got["trunk.pbx.pike"] == "WARN SHOULD" and "exempt from flood bans" in report
     assert got["trunk.carrier.pike"] == "PASS SHOULD" and "more than 2000 requests" in report
+
+
+def _server_cert(tmp_path: Path, dns: list[str], ips: list[str]) -> Path:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from gateway.ops.keys import init_keys, load_private_key, make_leaf
+    keys = init_keys(tmp_path / "keys", force=True)
+    ca = x509.load_pem_x509_certificate(keys.ca_cert.read_bytes())
+    _, cert = make_leaf(load_private_key(keys.dir / "ca.key"), ca, "gw", dns=dns, ips=ips)
+    path = tmp_path / f"server-{len(dns)}.crt"
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return path
+
+
+def test_server_certificate_with_ip_sans_only_warns(tmp_path: Path) -> None:
+    base = make_config()
+    ip_only = replace(base, tls=replace(base.tls, certificate=_server_cert(
+        tmp_path, [], ["127.0.0.1"])))
+    report, code = run_audit(ip_only)
+    assert code == 0 and "[WARN] SHOULD tls.certificate.dns_names" in report
+    assert "IP SANs only" in report
+    named = replace(base, tls=replace(base.tls, certificate=_server_cert(
+        tmp_path, ["gw.example.test"], ["127.0.0.1"])))
+    assert outcomes(named)["tls.certificate.dns_names"] == "PASS SHOULD"
