@@ -30,6 +30,7 @@ from gateway.media.dtls import Role
 from gateway.media.dtls_events import HandshakeCompleted
 from gateway.media.dtls_identity import DtlsIdentity
 from gateway.media.dtls_leg import DtlsLeg
+from gateway.sdp.capneg import apply_srtp_capabilities
 from gateway.sdp.crypto import parse_crypto
 from gateway.sdp.dtls import (
     DtlsParams,
@@ -203,7 +204,10 @@ class MediaBridge:
         if self._pending is not None:
             raise SdpError(491, "an offer is already pending")
         me, other = self._legs[src], self._legs[1 - src]
-        nego = read_offer(sdp, me.policy)
+        desc = parse_sdp(sdp)
+        # RFC 5939: a best-effort SRTP offer's keys are in capabilities; use them where allowed
+        configs = apply_srtp_capabilities(desc, me.policy.media in ("srtp", "srtp-optional"))
+        nego = read_offer(desc, me.policy)
         if self._info is None:
             self._info = await self._relay.create_session(
                 streams=len(nego.streams), rtcp_mux=(self._legs[0].policy.rtcp_mux,
@@ -225,6 +229,9 @@ class MediaBridge:
         for s in nego.streams:
             if s.index < count and s.accepted and s.dtls:
                 self._dtls_offered(pending, s.index)
+            acfg = configs[s.index].acfg(s.crypto_tag) if s.index in configs else None
+            if acfg is not None and s.accepted:
+                pending.answer_attrs[s.index] = (*pending.answer_attrs.get(s.index, ()), acfg)
         streams: list[OurStream | None] = []
         for i, s in enumerate(nego.streams):
             if i >= count or not s.accepted:

@@ -46,6 +46,8 @@ FOREIGN_ATTRIBUTES = frozenset({
     "crypto", "fingerprint", "setup", "connection", "tls-id", "key-mgmt", "zrtp-hash",
     "ice-ufrag", "ice-pwd", "ice-options", "ice-lite", "ice-mismatch", "candidate",
     "remote-candidates", "end-of-candidates", "rtcp", "rtcp-mux", "rtcp-mux-only",
+    # RFC 5939 capability negotiation: a=acap carries whole a=crypto lines, keys included
+    "acap", "tcap", "pcfg", "acfg",
 })
 # Session-level lines that describe the other side's people or keys (topology hiding).
 _FOREIGN_SESSION_LINES = frozenset("iuepk")

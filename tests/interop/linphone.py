@@ -35,7 +35,8 @@ class Linphone:
     certificate: Path
     key: Path
     ca_file: Path
-    media_encryption: str = "srtp"  # or "dtls"
+    media_encryption: str = "srtp"  # or "dtls"; "none" with ``best_effort``
+    best_effort: bool = False  # RFC 5939: offer RTP/AVP, SRTP only as a potential configuration
     ipv6: bool = False
     register_at: str | None = None  # a proxy URI to REGISTER with, e.g. <sip:host:port;...>
 
@@ -57,7 +58,10 @@ class Linphone:
             f"use_ipv6={int(self.ipv6)}", "ipv6_migration_done=1",
             f"root_ca={self.ca_file}", "verify_server_certs=1", "verify_server_cn=1",
             f"client_cert_chain={self.certificate}", f"client_cert_key={self.key}",
-            f"media_encryption={self.media_encryption}", "media_encryption_mandatory=1",
+            f"media_encryption={self.media_encryption}",
+            f"media_encryption_mandatory={int(not self.best_effort)}",
+            *(["support_capability_negotiations=1",
+               "supported_encryptions=LinphoneMediaEncryptionSRTP"] if self.best_effort else []),
             *(["default_proxy=0"] if self.register_at else []),
             "[rtp]",
             # else its SDP names the host's interface address (a route lookup): keep the

@@ -56,13 +56,14 @@ def _gateway_cert_for(pki: Pki, host: str) -> None:
 
 
 def _scene(tmp_path: Path, procs: Procs, pki: Pki, media_encryption: str = "srtp",
-           ipv6: bool = False, register: bool = False) -> Scene:
+           ipv6: bool = False, register: bool = False, best_effort: bool = False) -> Scene:
     for tool in ("linphonec", "baresip"):
         require_tool(tool)
     _gateway_cert_for(pki, GATEWAY_HOST)
     baresip = Softphone("pbx", workdir=tmp_path, tone_hz=BARESIP_HZ)
     linphone = Linphone("phone", tmp_path, LINPHONE_HZ, pki.keys.peer_cert, pki.keys.peer_key,
-                        pki.keys.ca_cert, media_encryption=media_encryption, ipv6=ipv6)
+                        pki.keys.ca_cert, media_encryption=media_encryption, ipv6=ipv6,
+                        best_effort=best_effort)
     # nothing listens at the trunk's peer port: the old way (BYE to the trunk's port) fails
     gw = Gateway(tmp_path, pki.keys.dir, legacy_peer=f"{baresip.address}:{baresip.port}",
                  secure_peer=f"127.0.0.1:{free_port('127.0.0.1', udp=False)}",
@@ -79,8 +80,13 @@ def _scene(tmp_path: Path, procs: Procs, pki: Pki, media_encryption: str = "srtp
     return Scene(gw, linphone, baresip)
 
 
-def test_linphone_calls_far_side_hangs_up(tmp_path: Path, procs: Procs, pki: Pki) -> None:
-    scene = _scene(tmp_path, procs, pki)
+@pytest.mark.parametrize("best_effort", [False, True], ids=["sdes", "capneg-best-effort"])
+def test_linphone_calls_far_side_hangs_up(best_effort: bool, tmp_path: Path, procs: Procs,
+                                          pki: Pki) -> None:
+    """With ``best_effort`` linphone offers RTP/AVP and its SDES keys only as RFC 5939
+    capabilities; the SRTP trunk takes the SRTP configuration and answers with a=acfg."""
+    scene = _scene(tmp_path, procs, pki, media_encryption="none" if best_effort else "srtp",
+                   best_effort=best_effort)
     gw, phone, far = scene.gateway, scene.linphone, scene.baresip
     far.start(procs, seconds=TALK_SECONDS + 30)
     phone.start(procs)
@@ -101,6 +107,10 @@ def test_linphone_calls_far_side_hangs_up(tmp_path: Path, procs: Procs, pki: Pki
     gw_log = gw.proc.output()
     assert "sip.send_failed" not in gw_log and "tls.handshake_failed" not in gw_log, gw_log
     assert gw.status()["calls"]["active"] == 0
+    if best_effort:
+        offer = log.split("INVITE sip:", 1)[1]
+        assert "RTP/AVP" in offer and "a=acap:" in offer and "a=pcfg:" in offer, procs.tails()
+        assert "a=acfg:" in log and "RTP/SAVP" in log.split("SIP/2.0 200", 1)[1], procs.tails()
     assert tone_coverage(read_recording(phone.record), BARESIP_HZ) > 0.6
     assert tone_coverage(read_samples(far.recording()), LINPHONE_HZ) > 0.6
 
