@@ -254,6 +254,7 @@ class Trunk:
     no_route_status: int = 404
     peer_srv: bool = False  # peer is a host name without a port: located by DNS SRV (RFC 3263)
     registrar: bool = False  # its phones/PBXs REGISTER with us; calls to it go to their bindings
+    refusal_warnings: bool = False  # 488s to it carry Warning: 399/301 <gateway name> "<why>"
 
     @property
     def secure(self) -> bool:
@@ -852,6 +853,7 @@ def _trunk(r: _Reader, pike: PikeSection) -> Trunk:
         pike=_pike(r.sub("pike"), pike) if "pike" in r.table else None,
         no_route_status=r.number("no_route_status", 404, 400, 699, True),
         registrar=registrar,
+        refusal_warnings=r.get("refusal_warnings", bool, False),
     )
     r.finish()
     return out

@@ -224,8 +224,10 @@ class CallCore:
             inv.call.final_status = status
         self._reply(inv.tid, inv.request, status, leg=inv.call.a, body=body, extra=extra)
 
-    def _warning(self, exc: SdpError) -> Extra:
-        return sdp_warning(exc, self.config.gateway.name)
+    def _warning(self, exc: SdpError, trunk: Trunk) -> Extra:
+        """A Warning on a refusal tells the phone why, and a scanner what we check: only on
+        trunks that ask for it (``refusal_warnings``)."""
+        return sdp_warning(exc, self.config.gateway.name) if trunk.refusal_warnings else []
 
     async def _bye(self, leg: Leg) -> None:
         req = request(leg, "BYE", user_agent=self.config.gateway.user_agent)

@@ -106,7 +106,7 @@ class InDialogFlow(CallCore):
         try:
             offer = await bridge.offer(src, req.body)
         except SdpError as exc:
-            self._reply(tid, req, exc.status, leg=leg, extra=self._warning(exc))
+            self._reply(tid, req, exc.status, leg=leg, extra=self._warning(exc, leg.trunk))
             return
         caps = capability_headers(other.trunk, leg.trunk) if req.method == "INVITE" else []
         out = request(other, req.method, body=offer,
@@ -137,7 +137,7 @@ class InDialogFlow(CallCore):
             answer = await bridge.answer(resp.body) if is_sdp(resp) else b""
         except SdpError as exc:
             await bridge.reject()
-            self._reply(tid, req, exc.status, leg=leg, extra=self._warning(exc))
+            self._reply(tid, req, exc.status, leg=leg, extra=self._warning(exc, leg.trunk))
             return
         if not answer:
             await bridge.reject()
@@ -154,7 +154,7 @@ class InDialogFlow(CallCore):
         try:
             offer = bridge.current_offer(src)
         except SdpError as exc:
-            self._reply(tid, req, exc.status, leg=leg, extra=self._warning(exc))
+            self._reply(tid, req, exc.status, leg=leg, extra=self._warning(exc, leg.trunk))
             return
         waiter: asyncio.Future[SipRequest] = asyncio.get_running_loop().create_future()
         self._acks[call.id] = waiter

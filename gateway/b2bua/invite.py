@@ -155,7 +155,7 @@ class InviteFlow(CallCore):
                                  on_failed=lambda reason: self._media_failed(call, reason),
                                  media=(call.a.media, call.b.media))
         except SdpError as exc:
-            self._fail(inv, exc.status, f"sdp: {exc.reason}", self._warning(exc))
+            self._fail(inv, exc.status, f"sdp: {exc.reason}", self._warning(exc, inv.call.a.trunk))
             return
         self._media[call.id] = bridge
         late = not is_sdp(req)   # no offer: the callee offers in its 2xx, the caller answers
@@ -222,7 +222,7 @@ class InviteFlow(CallCore):
         try:
             offer = await bridge.offer(src, body)
         except SdpError as exc:
-            self._fail(inv, exc.status, f"sdp: {exc.reason}", self._warning(exc))
+            self._fail(inv, exc.status, f"sdp: {exc.reason}", self._warning(exc, inv.call.a.trunk))
             return None
         except PortsExhausted:
             self.counters["rejected.ports"] += 1
@@ -334,7 +334,8 @@ class InviteFlow(CallCore):
             try:
                 body = await bridge.answer(resp.body, final=True)
             except SdpError as exc:
-                self._fail(inv, exc.status, f"sdp answer: {exc.reason}", self._warning(exc))
+                self._fail(inv, exc.status, f"sdp answer: {exc.reason}",
+                           self._warning(exc, call.a.trunk))
                 await self._bye(call.b)
                 return
         elif bridge.offer_pending:

@@ -23,8 +23,9 @@ from tests.support.sdes import parse_media
 __all__ = ["rig"]
 
 LEARNING = {"trunks": {"carrier2": {"media": "dtls-srtp", "route_to": "pbx",
-                                    "nat_learning": True}}}
-STRICT = {"trunks": {"carrier2": {"media": "dtls-srtp", "route_to": "pbx"}}}
+                                    "nat_learning": True, "refusal_warnings": True}}}
+STRICT = {"trunks": {"carrier2": {"media": "dtls-srtp", "route_to": "pbx",
+                                  "refusal_warnings": True}}}
 V6 = "2001:db8::5"   # documentation prefix: never sent to (we answer passive or refuse)
 
 
@@ -89,6 +90,21 @@ async def test_an_unreachable_offer_is_488_with_warning_301(setup: str, rig: Rig
         warning = final.header("Warning") or ""
         assert warning.startswith("301 srtpgw ") and V6 not in warning, warning
         assert rig.pbx.requests("INVITE") == []
+        await rig.settle()
+        rig.assert_clean()
+    finally:
+        peer.close()
+
+
+@pytest.mark.parametrize("rig", [{"trunks": {"carrier2": {"media": "dtls-srtp",
+                                                          "route_to": "pbx"}}}], indirect=True)
+async def test_without_refusal_warnings_the_488_says_nothing(rig: Rig) -> None:
+    peer = BaresipLikePeer("server")
+    try:
+        call = await rig.carrier2.invite(f"sip:300@{DOMAIN}", rig.addr("tls2"),
+                                         offer(peer, "actpass", V6))
+        final = await call.wait_final(5)
+        assert final.status == 488 and final.header("Warning") is None
         await rig.settle()
         rig.assert_clean()
     finally:
