@@ -16,9 +16,7 @@ from gateway.ops.log import reset_security_events
 from tests.support.logcheck import RecordCheck, check_watched
 
 ROOT = Path(__file__).resolve().parent.parent
-# Beside the checkout; a git worktree (e.g. /work/wt/NAME) finds it one level further up.
-SHARED = next((d for d in (ROOT.parent / "shared", ROOT.parent.parent / "shared") if d.is_dir()),
-              ROOT.parent / "shared")
+SHARED = ROOT.parent / "shared"  # beside the checkout, read in place
 RFC4475_DIR = SHARED / "rfc4475"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 

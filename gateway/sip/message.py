@@ -254,6 +254,9 @@ def content_length(values: list[str]) -> int | None:
 
 
 _FOLD_RE = re.compile(r"[ \t]*\r\n[ \t]+")
+# RFC 3261 §25.1: header fields are TEXT-UTF8 and LWS; a control octet other than HTAB appears
+# only as a quoted-pair (RFC 4475 §3.1.1.4), CR and LF only as the CRLF that ends a line.
+_CTL_RE = re.compile(r"(?<!\\)[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n")
 _NAMES: dict[str, tuple[str, str]] = {}  # raw header name -> (canonical, key); bounded
 
 
@@ -273,6 +276,8 @@ def _header_name(raw: str) -> tuple[str, str]:
 
 def parse_head(head: str, limits: ParseLimits) -> tuple[str, Headers]:
     """Start line and unfolded header fields of a header section (without its final CRLF)."""
+    if _CTL_RE.search(head) is not None:
+        raise SipParseError(400, "control character in header section")
     if "\r\n " in head or "\r\n\t" in head:
         head = _FOLD_RE.sub(" ", head)
     lines = head.split("\r\n")

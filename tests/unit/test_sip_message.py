@@ -301,6 +301,16 @@ def test_limits_and_malformed_fields(data: bytes, status: int) -> None:
     assert info.value.status == status
 
 
+@pytest.mark.parametrize("value", [b"a\x00b", b"a\x07b", b"a\x7fb", b"a\nb", b"a\rb", b"a\x1bb"])
+def test_control_octets_in_a_header_value_are_refused(value: bytes) -> None:
+    """RFC 3261 §25.1: TEXT-UTF8 has no control octets; a NUL or bare LF must not reach the far
+    leg inside a relayed header (found by `srtpgw probe` against our own gateway)."""
+    data = INVITE.replace(b"Max-Forwards: 70", b"Max-Forwards: 70\r\nSubject: " + value)
+    with pytest.raises(SipParseError) as info:
+        parse_message(data, LIMITS)
+    assert info.value.status == 400
+
+
 def test_leading_crlf_ignored() -> None:
     assert isinstance(parse_message(b"\r\n\r\n" + INVITE), SipRequest)
 
